@@ -1,0 +1,42 @@
+"""rcp settings: edit the values below. Every name can also be overridden by an environment variable
+RCP_<NAME> (e.g. RCP_NUM_NODES=3) or by a command-line flag (--num-nodes 3). A bad value stops start-up
+with one line naming the setting. Relative paths are relative to this file's directory."""
+
+# --- swarm -----------------------------------------------------------------------------------------
+NUM_NODES = 6  # node processes `python network.py` starts; ~0.8 GB RAM each with the 1.5B model (measured)
+HOST_MADDRS = ["/ip4/127.0.0.1/tcp/0"]  # where nodes listen; loopback only by default, e.g. /ip4/0.0.0.0/tcp/31337 for LAN
+ANNOUNCE_MADDRS = []  # addresses peers should dial, if different from HOST_MADDRS (NAT, other machines)
+INITIAL_PEERS = []  # multiaddrs of a running swarm to join; empty starts a new swarm
+RUN_DIR = ".rcp"  # swarm contact file (for submit_task.py) and per-node logs
+
+# --- model -----------------------------------------------------------------------------------------
+LLM_BACKEND = "llama"  # "llama" runs MODEL_PATH with llama-cpp; "scripted" is the test fake (needs LLM_SCRIPT)
+LLM_SCRIPT = ""  # JSON file of canned replies for the scripted backend; unused with "llama"
+MODEL_PATH = "models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"  # fetch with: python -m rcp.models fetch qwen2.5-coder-1.5b-instruct-q4_k_m
+N_THREADS = 2  # generation threads per node; this machine has 2 cores, shared by all nodes
+N_CTX = 4096  # context window (tokens); prompts plus code plus test failures fit in 4k for module-sized tasks
+MAX_TOKENS = 1024  # cap on one generation; a module of four functions with tests is ~500-800 tokens
+TEMPERATURE = 0.2  # low but not greedy, so a retry can take another path
+
+# --- solver ----------------------------------------------------------------------------------------
+MAX_RETRIES = 3  # extra attempts after generated code fails its tests
+# 1.5B Q4_K_M makes ~12.6 tokens/s alone here, but six nodes share two cores (~2-4 tokens/s each while all
+# generate), and a leaf may take 4 attempts of ~500 tokens plus sandbox runs: 60 s would cut off real work.
+TASK_TIMEOUT = 900  # seconds a (sub)task may take on a peer before it is re-sent elsewhere or solved locally
+SUBMIT_TIMEOUT = 3600  # seconds a whole submitted task may take before the client gives up
+MAX_DEPTH = 2  # deepest decomposition level; at this depth a node always solves directly
+MAX_SUBTASKS = 4  # most parts one decomposition may have
+MAX_LLM_CALLS = 60  # LLM calls one submitted task may spend across its whole tree
+
+# --- sandbox (every run of generated code) ----------------------------------------------------------
+SANDBOX_IMAGE = "rcp-sandbox:py3"  # built offline by `python -m rcp.sandbox build-image`
+SANDBOX_TIMEOUT = 60  # wall-clock seconds per run; the container is killed after this
+SANDBOX_MEMORY_MB = 256  # memory limit, with no extra swap; pytest on a module needs ~40 MB
+SANDBOX_CPUS = 1.0  # CPU limit per container
+SANDBOX_PIDS = 64  # process limit per container (stops fork bombs)
+SANDBOX_TMPFS_MB = 64  # size of the writable work dir /work (the only writable place besides a small /tmp)
+SANDBOX_FILE_SIZE_MB = 16  # largest single file a sandboxed process may write
+SANDBOX_OUTPUT_KB = 64  # stdout and stderr kept per run and stream; the rest is counted and dropped
+
+# --- logging ---------------------------------------------------------------------------------------
+LOG_LEVEL = "INFO"  # DEBUG shows prompts and generated code
