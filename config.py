@@ -4,7 +4,8 @@ with one line naming the setting. Relative paths are relative to this file's dir
 
 # --- swarm -----------------------------------------------------------------------------------------
 NUM_NODES = 6  # node processes `python network.py` starts; ~0.8 GB RAM each with the 1.5B model (measured)
-HOST_MADDRS = ["/ip4/127.0.0.1/tcp/0"]  # where nodes listen; loopback only by default, e.g. /ip4/0.0.0.0/tcp/31337 for LAN
+# where nodes listen: loopback only by default; e.g. ["/ip4/0.0.0.0/tcp/31337"] to accept other machines
+HOST_MADDRS = ["/ip4/127.0.0.1/tcp/0"]  # see the comment above
 ANNOUNCE_MADDRS = []  # addresses peers should dial, if different from HOST_MADDRS (NAT, other machines)
 INITIAL_PEERS = []  # multiaddrs of a running swarm to join; empty starts a new swarm
 RUN_DIR = ".rcp"  # swarm contact file (for submit_task.py) and per-node logs
@@ -12,8 +13,13 @@ RUN_DIR = ".rcp"  # swarm contact file (for submit_task.py) and per-node logs
 # --- model -----------------------------------------------------------------------------------------
 LLM_BACKEND = "llama"  # "llama" runs MODEL_PATH with llama-cpp; "scripted" is the test fake (needs LLM_SCRIPT)
 LLM_SCRIPT = ""  # JSON file of canned replies for the scripted backend; unused with "llama"
-MODEL_PATH = "models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"  # fetch with: python -m rcp.models fetch qwen2.5-coder-1.5b-instruct-q4_k_m
-N_THREADS = 2  # generation threads per node; this machine has 2 cores, shared by all nodes
+# fetch the default with: python -m rcp.models fetch qwen2.5-coder-1.5b-instruct-q4_k_m
+MODEL_PATH = "models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"  # GGUF chat model each node loads
+# llama.cpp threads spin at barriers: oversubscribed cores collapse throughput (measured on 2 cores with one
+# other busy process: 2 threads 2.2 tokens/s, 1 thread 10.4 tokens/s). So: 1 thread per generation, and at
+# most GENERATION_SLOTS generations at once across all nodes of this host.
+N_THREADS = 1  # generation threads per node
+GENERATION_SLOTS = 0  # generations at once on this host, all nodes together; 0 = one per N_THREADS cores
 N_CTX = 4096  # context window (tokens); prompts plus code plus test failures fit in 4k for module-sized tasks
 MAX_TOKENS = 1024  # cap on one generation; a module of four functions with tests is ~500-800 tokens
 TEMPERATURE = 0.2  # low but not greedy, so a retry can take another path

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -64,7 +64,7 @@ class TaskSpec(Record):
     llm_calls: int = Field(default=60, ge=1, le=100000)  # LLM-call budget for this whole subtree
 
 
-class EventKind(str, Enum):
+class EventKind(StrEnum):
     ACCEPTED = "accepted"  # a node took the task
     DECIDED = "decided"  # direct or decompose, with the reason
     PLANNED = "planned"  # a decomposition was validated; message lists the parts

@@ -49,6 +49,7 @@ class Settings(BaseModel):
     llm_script: str = Field(description="JSON script for the scripted backend (tests only)")
     model_path: str = Field(min_length=1, description="GGUF file each node loads")
     n_threads: int = Field(ge=1, le=256, description="CPU threads per node for generation")
+    generation_slots: int = Field(ge=0, le=256, description="generations at once on this host (0: cores / N_THREADS)")
     n_ctx: int = Field(ge=512, le=131072, description="context window in tokens")
     max_tokens: int = Field(ge=16, le=32768, description="most tokens one generation may produce")
     temperature: float = Field(ge=0.0, le=2.0, description="sampling temperature (0 is greedy)")
@@ -158,7 +159,8 @@ def load_settings(cli: argparse.Namespace | dict[str, Any] | None = None, *, env
     for key, value in _read_config_py(path).items():
         name = key.lower()
         if name not in FIELDS:
-            raise ConfigError(f"unknown setting {key} in {path}; known settings: {', '.join(n.upper() for n in FIELDS)}")
+            known = ", ".join(n.upper() for n in FIELDS)
+            raise ConfigError(f"unknown setting {key} in {path}; known settings: {known}")
         values[name], source[name] = value, str(path.name)
     for key, raw in environ.items():
         if not key.startswith(ENV_PREFIX) or key in META_ENV:

@@ -57,7 +57,8 @@ def test_env_lists_accept_json_and_commas():
 @pytest.mark.parametrize(
     "env, expected",
     [
-        ({"RCP_NUM_NODES": "-1"}, "bad setting NUM_NODES = '-1' (from RCP_NUM_NODES): must be an integer from 1 to 64"),
+        ({"RCP_NUM_NODES": "-1"},
+         "bad setting NUM_NODES = '-1' (from RCP_NUM_NODES): must be an integer from 1 to 64"),
         ({"RCP_NUM_NODES": "many"}, "NUM_NODES = 'many' (from RCP_NUM_NODES): must be an integer from 1 to 64"),
         ({"RCP_SANDBOX_CPUS": "0"}, "SANDBOX_CPUS = '0' (from RCP_SANDBOX_CPUS): must be a number from 0.1 to 64.0"),
         ({"RCP_LLM_BACKEND": "gpt"}, "LLM_BACKEND = 'gpt' (from RCP_LLM_BACKEND): must be one of 'llama', 'scripted'"),

@@ -1,0 +1,46 @@
+"""Host-wide generation slots: a real cross-process limit through flock, released when a holder dies."""
+
+import multiprocessing as mp
+import os
+import signal
+import time
+
+import pytest
+
+from rcp.slots import HostSlots
+
+
+def _hold(directory, count, ready, seconds):
+    with HostSlots(count, directory).hold():
+        ready.set()
+        time.sleep(seconds)
+
+
+def test_slots_limit_holders_across_processes(tmp_path):
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold, args=(tmp_path, 1, ready, 60))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        slots = HostSlots(1, tmp_path)
+        with pytest.raises(TimeoutError):
+            with slots.hold(timeout=0.3):
+                pass
+        os.kill(holder.pid, signal.SIGKILL)  # a killed holder must not leak its slot
+        holder.join(10)
+        with slots.hold(timeout=5) as waited:
+            assert waited < 5
+    finally:
+        holder.kill()
+        holder.join()
+
+
+def test_two_slots_admit_two_holders(tmp_path):
+    slots = HostSlots(2, tmp_path)
+    with slots.hold(timeout=1), slots.hold(timeout=1):
+        with pytest.raises(TimeoutError):
+            with slots.hold(timeout=0.2):
+                pass
+    with slots.hold(timeout=1):
+        pass
