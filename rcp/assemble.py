@@ -1,0 +1,605 @@
+"""Deterministic code integration with ``ast``: merge parts into one module, check signatures, fix test imports.
+
+The solver writes a module from parts that different nodes wrote separately. Putting them together is not a job
+for the model: here imports are merged, identical duplicates dropped, a contract's owner wins a name clash, and
+any other clash is resolved by renaming the later definition inside its own part (by tokens, so comments and
+formatting survive). ``check_signature`` is how a parent enforces a child's contract: same name, same kind,
+same parameter names in the same order.
+
+Deliberately left out: anything that needs running the code (the sandbox does that), reordering definitions
+by dependency (parts keep the plan's order), and languages other than Python.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import keyword
+import re
+import sys
+import tokenize
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+_ALLOWED_TEST_MODULES = {"pytest", "__future__"}
+
+
+class AssemblyError(ValueError):
+    """A part or signature is not valid Python; the message names it."""
+
+
+@dataclass
+class Piece:
+    """One part's code and who wrote it (a contract name, "parent", "fix"...)."""
+
+    owner: str
+    code: str
+
+
+@dataclass
+class Assembly:
+    code: str
+    notes: list[str] = field(default_factory=list)  # what was dropped or renamed, for the trace
+    origin: dict[str, str] = field(default_factory=dict)  # top-level name in the result -> owner it came from
+
+
+# --- parsing helpers --------------------------------------------------------------------------------------
+
+
+def parse(code: str, what: str = "code") -> ast.Module:
+    try:
+        return ast.parse(code)
+    except SyntaxError as e:
+        raise AssemblyError(f"{what} is not valid Python: line {e.lineno}: {e.msg}") from e
+
+
+def is_identifier(name: str) -> bool:
+    return bool(IDENT_RE.match(name)) and not keyword.iskeyword(name)
+
+
+def _bound_names(stmt: ast.stmt) -> list[str]:
+    """Top-level names a definition-like statement binds (empty for other statements)."""
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return [stmt.name]
+    if isinstance(stmt, ast.Assign) and all(isinstance(t, ast.Name) for t in stmt.targets):
+        return [t.id for t in stmt.targets]  # type: ignore[union-attr]
+    if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+        return [stmt.target.id]
+    return []
+
+
+def defined_names(code: str) -> set[str]:
+    """Names defined at module level by def/class/simple assignment."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return set()
+    return {name for stmt in tree.body for name in _bound_names(stmt)}
+
+
+def _is_main_guard(stmt: ast.stmt) -> bool:
+    return (isinstance(stmt, ast.If) and isinstance(stmt.test, ast.Compare)
+            and isinstance(stmt.test.left, ast.Name) and stmt.test.left.id == "__name__")
+
+
+def _is_docstring(stmt: ast.stmt) -> bool:
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+
+
+def _segment(lines: list[str], stmt: ast.stmt) -> str:
+    """Full source lines of a statement, with its decorators and the comment lines right above it."""
+    start = min([stmt.lineno] + [d.lineno for d in getattr(stmt, "decorator_list", [])]) - 1
+    while start > 0 and lines[start - 1].lstrip().startswith("#"):
+        start -= 1
+    return "".join(lines[start:stmt.end_lineno]).rstrip() + "\n"
+
+
+def rename(code: str, old: str, new: str) -> str:
+    """Rename every use of the name ``old`` (not attributes, not keyword arguments) by tokens.
+
+    Tokens instead of ``ast.unparse`` so the part's comments and layout survive.
+    """
+    toks = list(tokenize.generate_tokens(io.StringIO(code).readline))
+    hits: list[tuple[int, int]] = []
+    depth = 0
+    significant = [t for t in toks if t.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT,
+                                                      tokenize.INDENT, tokenize.DEDENT)]
+    for i, tok in enumerate(significant):
+        if tok.type == tokenize.OP and tok.string in "([{":
+            depth += 1
+        elif tok.type == tokenize.OP and tok.string in ")]}":
+            depth -= 1
+        if tok.type != tokenize.NAME or tok.string != old:
+            continue
+        prev = significant[i - 1].string if i else ""
+        nxt = significant[i + 1].string if i + 1 < len(significant) else ""
+        if prev == "." or (depth > 0 and nxt == "=" and prev in ("(", ",")):
+            continue  # obj.old or f(old=...): a different name that happens to be spelled the same
+        hits.append(tok.start)
+    lines = code.splitlines(keepends=True)
+    for row, col in sorted(hits, reverse=True):
+        line = lines[row - 1]
+        lines[row - 1] = line[:col] + new + line[col + len(old):]
+    return "".join(lines)
+
+
+# --- imports ------------------------------------------------------------------------------------------------
+
+
+class _Imports:
+    """Merged imports: ``from m import a, b`` lines merged per module, plain imports deduplicated."""
+
+    def __init__(self, own_module: str | None) -> None:
+        self.own = own_module
+        self.future: dict[str, None] = {}
+        self.plain: dict[str, None] = {}
+        self.froms: dict[tuple[int, str], dict[str, None]] = {}
+
+    def add(self, stmt: ast.Import | ast.ImportFrom) -> None:
+        if isinstance(stmt, ast.Import):
+            for a in stmt.names:
+                if a.name != self.own:
+                    self.plain[f"import {a.name}" + (f" as {a.asname}" if a.asname else "")] = None
+            return
+        mod = stmt.module or ""
+        if stmt.level == 0 and mod == self.own:
+            return  # a part importing the module it is part of: a circular import once assembled
+        names = [a.name + (f" as {a.asname}" if a.asname else "") for a in stmt.names]
+        if mod == "__future__":
+            self.future.update(dict.fromkeys(names))
+        else:
+            self.froms.setdefault((stmt.level, mod), {}).update(dict.fromkeys(names))
+
+    def render(self) -> list[str]:
+        out = []
+        if self.future:
+            out.append(f"from __future__ import {', '.join(self.future)}")
+        out.extend(self.plain)
+        for (level, mod), names in self.froms.items():
+            star = "*" in names
+            out.append(f"from {'.' * level}{mod} import {'*' if star else ', '.join(names)}")
+        return out
+
+
+# --- assembly -----------------------------------------------------------------------------------------------
+
+
+def assemble(pieces: Sequence[Piece], *, module: str | None = None, keep: Mapping[str, str] | None = None,
+             rename_all: bool = False) -> Assembly:
+    """Merge ``pieces`` into one module.
+
+    * imports are merged and moved to the top; a piece importing ``module`` itself is dropped;
+    * a name defined identically twice is kept once;
+    * a name in ``keep`` (name -> owner) keeps the owner's definition and drops the others;
+    * any other clash keeps the first definition and renames the later one to ``<name>_<owner>`` inside its own
+      piece (with ``rename_all`` every clash is renamed, which is what test files need: both tests must run);
+    * ``if __name__ == "__main__":`` blocks are dropped; other statements are kept once, in piece order.
+    """
+    keep = dict(keep or {})
+    trees = [parse(p.code, f"part {p.owner}") for p in pieces]
+    notes: list[str] = []
+
+    # Decide, before emitting any text, which definition of each clashing name survives.
+    dumps: dict[str, dict[int, str]] = {}  # name -> piece index -> ast dump of its (last) definition
+    for i, tree in enumerate(trees):
+        for stmt in tree.body:
+            for name in _bound_names(stmt):
+                dumps.setdefault(name, {})[i] = ast.dump(stmt)
+    taken: set[str] = set(dumps)
+    renames: list[dict[str, str]] = [{} for _ in pieces]
+    dropped: list[set[str]] = [set() for _ in pieces]
+    for name, by_piece in dumps.items():
+        idxs = list(by_piece)
+        if len(idxs) < 2:
+            continue
+        owner = None if rename_all else keep.get(name)
+        winner = next((i for i in idxs if pieces[i].owner == owner), idxs[0])
+        for i in idxs:
+            if i == winner:
+                continue
+            if by_piece[i] == by_piece[winner]:
+                dropped[i].add(name)  # the same definition twice: keep one, nothing to report
+            elif owner is not None and pieces[winner].owner == owner:
+                dropped[i].add(name)
+                notes.append(f"dropped {pieces[i].owner}'s {name} (owned by {owner})")
+            else:
+                new = _fresh(f"{name}_{pieces[i].owner}", taken)
+                taken.add(new)
+                renames[i][name] = new
+                notes.append(f"renamed {pieces[i].owner}'s {name} to {new} (clashes with {pieces[winner].owner}'s)")
+
+    imports = _Imports(module)
+    docstring = ""
+    body: list[str] = []
+    seen_other: set[str] = set()
+    origin: dict[str, str] = {}
+    for i, piece in enumerate(pieces):
+        code = piece.code
+        for old, new in renames[i].items():
+            code = rename(code, old, new)
+        tree = parse(code, f"part {piece.owner}")
+        lines = code.splitlines(keepends=True)
+        for j, stmt in enumerate(tree.body):
+            if j == 0 and _is_docstring(stmt):
+                docstring = docstring or _segment(lines, stmt)
+                continue
+            if isinstance(stmt, ast.Import | ast.ImportFrom):
+                imports.add(stmt)
+                continue
+            if _is_main_guard(stmt):
+                continue
+            names = _bound_names(stmt)
+            if names:
+                if all(n in dropped[i] for n in names):
+                    continue
+                for n in names:
+                    origin[n] = piece.owner
+                body.append(_segment(lines, stmt))
+                continue
+            dump = ast.dump(stmt)
+            if dump not in seen_other:
+                seen_other.add(dump)
+                body.append(_segment(lines, stmt))
+    head = [docstring.rstrip()] if docstring else []
+    head += imports.render()
+    text = "\n".join(head)
+    if text:
+        text += "\n\n\n"
+    text += "\n\n\n".join(b.rstrip() for b in body)
+    return Assembly(code=text.rstrip() + "\n", notes=notes, origin=origin)
+
+
+def _fresh(base: str, taken: set[str]) -> str:
+    name, n = base, 2
+    while name in taken:
+        name, n = f"{base}_{n}", n + 1
+    return name
+
+
+def merge_tests(pieces: Sequence[Piece], module: str) -> Assembly:
+    """One test file from several: imports merged, identical helpers kept once, clashing tests renamed."""
+    fixed = [Piece(p.owner, normalize_tests(p.code, module)) for p in pieces if p.code.strip()]
+    return assemble(fixed, module=None, rename_all=True)
+
+
+def clean_module(code: str, module: str) -> str:
+    """A generated module without what does not belong in it: self-imports, main blocks, test functions."""
+    tree = parse(code)
+    lines = code.splitlines(keepends=True)
+    drop: list[ast.stmt] = []
+    for stmt in tree.body:
+        if _is_main_guard(stmt):
+            drop.append(stmt)
+        elif isinstance(stmt, ast.FunctionDef) and stmt.name.startswith("test_"):
+            drop.append(stmt)
+        elif isinstance(stmt, ast.ImportFrom) and stmt.level == 0 and stmt.module == module:
+            drop.append(stmt)
+        elif isinstance(stmt, ast.Import) and any(a.name == module for a in stmt.names):
+            drop.append(stmt)
+    for stmt in sorted(drop, key=lambda s: s.lineno, reverse=True):
+        start = min([stmt.lineno] + [d.lineno for d in getattr(stmt, "decorator_list", [])]) - 1
+        del lines[start:stmt.end_lineno]
+    return re.sub(r"\n{3,}\n", "\n\n\n", "".join(lines)).strip() + "\n"
+
+
+# --- tests --------------------------------------------------------------------------------------------------
+
+
+def normalize_tests(tests: str, module: str, names: Sequence[str] = ()) -> str:
+    """Make a test file import from ``module``, whatever module name the model imagined.
+
+    ``from solution import f`` becomes ``from <module> import f`` and ``import solution`` becomes
+    ``import <module> as solution`` (any module that is neither stdlib nor pytest is taken to mean ours, because
+    the sandbox has nothing else installed). Names in ``names`` used but never bound get ``from <module> import``,
+    and ``pytest`` gets imported when used.
+    """
+    tree = parse(tests, "tests")
+    lines = tests.splitlines(keepends=True)
+    for stmt in sorted(tree.body, key=lambda s: s.lineno, reverse=True):
+        new: str | None = None
+        if isinstance(stmt, ast.ImportFrom) and stmt.level == 0 and stmt.module != module \
+                and not _is_known_module(stmt.module or ""):
+            new = ast.unparse(ast.ImportFrom(module=module, names=stmt.names, level=0))
+        elif isinstance(stmt, ast.Import) and any(not _is_known_module(a.name) and a.name != module
+                                                  for a in stmt.names):
+            parts = []
+            for a in stmt.names:
+                if _is_known_module(a.name) or a.name == module:
+                    parts.append(a.name + (f" as {a.asname}" if a.asname else ""))
+                else:
+                    parts.append(f"{module} as {a.asname or a.name.split('.')[0]}")
+            new = "import " + ", ".join(parts)
+        if new is not None:
+            lines[stmt.lineno - 1:stmt.end_lineno] = [new + "\n"]
+    text = _wrap_loose_asserts("".join(lines), names[0] if names else "case")
+    tree = parse(text, "tests")
+    bound = _names_bound_anywhere(tree)
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    missing = [n for n in names if n in used and n not in bound]
+    head = []
+    if "pytest" in used and "pytest" not in bound:
+        head.append("import pytest\n")
+    if missing:
+        head.append(f"from {module} import {', '.join(missing)}\n")
+    if head:
+        text = "".join(head) + ("\n" if not text.startswith("\n") else "") + text
+    return text.strip() + "\n"
+
+
+def _wrap_loose_asserts(tests: str, base: str) -> str:
+    """Module-level asserts (a common small-model habit) wrapped into test functions; imports deduplicated.
+
+    pytest would run loose asserts at collection, where the first failure hides every other check. Each run of
+    setup statements and the asserts after it becomes one ``test_<base>_<n>`` function.
+    """
+    tree = parse(tests, "tests")
+    loose = [s for s in tree.body if not isinstance(s, ast.Import | ast.ImportFrom | ast.FunctionDef
+                                                   | ast.AsyncFunctionDef | ast.ClassDef) and not _is_main_guard(s)
+             and not _is_docstring(s)]
+    if not any(isinstance(s, ast.Assert) for s in loose):
+        return tests
+    lines = tests.splitlines(keepends=True)
+    imports = _Imports(None)
+    defs: list[str] = []
+    groups: list[list[str]] = [[]]
+    taken = {s.name for s in tree.body if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
+    for i, stmt in enumerate(tree.body):
+        if isinstance(stmt, ast.Import | ast.ImportFrom):
+            imports.add(stmt)
+        elif stmt in loose:
+            groups[-1].append(_segment(lines, stmt))
+            nxt = tree.body[i + 1] if i + 1 < len(tree.body) else None
+            # A bare assert gets a test of its own, so one wrong expectation does not hide the others; asserts
+            # after setup statements stay with that setup.
+            alone = len(groups[-1]) == 1 and isinstance(stmt, ast.Assert)
+            if isinstance(stmt, ast.Assert) and (alone or not isinstance(nxt, ast.Assert)):
+                groups.append([])
+        elif not _is_main_guard(stmt):
+            defs.append(_segment(lines, stmt))
+    out = ["\n".join(imports.render())] + [d.rstrip() for d in defs]
+    for n, group in enumerate([g for g in groups if re.search(r"\bassert\b", "".join(g))], start=1):
+        name = _fresh(f"test_{base}_{n}", taken)
+        taken.add(name)
+        body = "".join("    " + ln if ln.strip() else ln for seg in group for ln in seg.splitlines(keepends=True))
+        out.append(f"def {name}():\n{body.rstrip()}")
+    return "\n\n\n".join(o for o in out if o) + "\n"
+
+
+@dataclass
+class FailedAssert:
+    """One assert of a test file that failed: where, its source, and pytest's explanation."""
+
+    line: int
+    source: str
+    message: str
+
+
+_ASSERT_FRAME = re.compile(r"^(test_\w+)\.py:(\d+): in \S+\n[ \t]+(assert\b.*)\n((?:E .*\n?)+)", re.M)
+
+
+def failed_asserts(output: str, test_file: str) -> list[FailedAssert]:
+    """The asserts of ``test_file`` that pytest (``--tb=short``) reports as failing, with their messages."""
+    stem = test_file.removesuffix(".py")
+    out = []
+    for m in _ASSERT_FRAME.finditer(output):
+        first = m.group(4).splitlines()[0][1:].strip()
+        if m.group(1) != stem or not first.startswith(("assert", "AssertionError")):
+            continue  # an exception raised by the code is the code's problem, never a test to doubt
+        message = " ".join(ln[1:].strip() for ln in m.group(4).splitlines()[:3])
+        message = re.sub(r" at 0x[0-9a-fA-F]+", "", message)  # object addresses differ on every run
+        out.append(FailedAssert(int(m.group(2)), m.group(3).strip(), message))
+    return out
+
+
+def drop_asserts(tests: str, lines: set[int]) -> str:
+    """``tests`` without the assert statements starting on ``lines``; a test left with no check is dropped."""
+    tree = parse(tests, "tests")
+    text = tests.splitlines(keepends=True)
+    cut: list[tuple[int, int]] = []
+    for stmt in tree.body:
+        if not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            continue
+        asserts = [n for n in ast.walk(stmt) if isinstance(n, ast.Assert)]
+        hit = [a for a in asserts if a.lineno in lines]
+        if not hit:
+            continue
+        if len(hit) == len(asserts) and not any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                                                and n.func.attr == "raises" for n in ast.walk(stmt)):
+            start = min([stmt.lineno] + [d.lineno for d in stmt.decorator_list])
+            cut.append((start, stmt.end_lineno or stmt.lineno))
+        else:
+            cut += [(a.lineno, a.end_lineno or a.lineno) for a in hit]
+    for start, end in sorted(cut, reverse=True):
+        indent = re.match(r"[ \t]*", text[start - 1]).group(0)
+        # ``pass`` keeps a block that held only this assert valid Python.
+        text[start - 1:end] = [f"{indent}pass\n"] if indent else []
+    return re.sub(r"\n{4,}", "\n\n\n", "".join(text))
+
+
+def signature_header(signature: str) -> str:
+    """A signature without bodies: ``def f(a, b):``, or a class line with its method lines."""
+    node = parse_signature(signature)
+
+    def headers(d: Definition, indent: str) -> list[str]:
+        if isinstance(d, ast.ClassDef):
+            bases = ", ".join(ast.unparse(b) for b in d.bases)
+            out = [f"{indent}class {d.name}" + (f"({bases})" if bases else "") + ":"]
+            for m in d.body:
+                if isinstance(m, ast.FunctionDef | ast.AsyncFunctionDef):
+                    out += headers(m, indent + "    ")
+            return out
+        stub = type(d)(name=d.name, args=d.args, body=[ast.Expr(ast.Constant(...))], decorator_list=[],
+                       returns=d.returns, type_comment=None, lineno=1, col_offset=0)
+        return [indent + ast.unparse(stub).splitlines()[0]]
+
+    return "\n".join(headers(node, ""))
+
+
+def _is_known_module(name: str) -> bool:
+    top = name.split(".")[0]
+    return top in sys.stdlib_module_names or top in _ALLOWED_TEST_MODULES
+
+
+def _names_bound_anywhere(tree: ast.Module) -> set[str]:
+    bound: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            bound.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            bound.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            bound.add(node.id)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+    return bound
+
+
+def count_checks(tests: str) -> int:
+    """Assertions in a test file (``assert`` statements and ``pytest.raises`` blocks)."""
+    try:
+        tree = ast.parse(tests)
+    except SyntaxError:
+        return 0
+    n = 0
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assert):
+            n += 1
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "raises":
+            n += 1
+    return n
+
+
+def test_names(tests: str) -> list[str]:
+    """Names of the top-level test functions and test classes of a test file."""
+    try:
+        tree = ast.parse(tests)
+    except SyntaxError:
+        return []
+    return [s.name for s in tree.body if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+            and s.name.lower().startswith("test")]
+
+
+test_names.__test__ = False  # type: ignore[attr-defined]  # not a pytest test, despite its name
+
+
+def references(tests: str, name: str) -> bool:
+    """Whether the test code uses ``name`` (as a name or as ``module.name``)."""
+    tree = parse(tests, "tests")
+    return any((isinstance(n, ast.Name) and n.id == name) or (isinstance(n, ast.Attribute) and n.attr == name)
+               for n in ast.walk(tree))
+
+
+# --- signatures ---------------------------------------------------------------------------------------------
+
+
+def parse_signature(signature: str) -> Definition:
+    """The def/class a contract's signature describes. Tolerates a missing ``:`` and missing bodies."""
+    lines = [ln.rstrip() for ln in signature.strip("\n").splitlines() if ln.strip()]
+    if not lines:
+        raise AssemblyError("empty signature")
+    indent0 = len(lines[0]) - len(lines[0].lstrip())
+    lines = [ln[indent0:] if not indent0 or ln[:indent0].isspace() else ln.lstrip() for ln in lines]
+    error = "?"
+    for variant in range(3):
+        add_colons = variant > 0
+        fixed: list[str] = []
+        for i, ln in enumerate(lines):
+            if variant == 2:
+                # "def f(n): return True when n is even" - prose where the body goes: keep the header only.
+                m = re.match(r"(\s*(?:async\s+)?def\s+\w+\s*\(.*\)\s*(?:->\s*[^:]+?)?\s*):", ln) \
+                    or re.match(r"(\s*class\s+\w+\s*(?:\(.*\))?\s*):", ln)
+                if m:
+                    ln = m.group(1)
+            head = ln.lstrip()
+            if add_colons and re.match(r"(async\s+def|def|class)\s", head):
+                code_part = ln.split("#")[0].rstrip()
+                has_colon = (":" in code_part if head.startswith("class")
+                             else re.search(r"\)\s*(->[^:]*)?:", code_part) is not None)
+                if not has_colon:
+                    ln = code_part + ":"
+            if ln.split("#")[0].rstrip().endswith(":"):
+                ind = len(ln) - len(ln.lstrip())
+                nxt = lines[i + 1] if i + 1 < len(lines) else ""
+                if not nxt or len(nxt) - len(nxt.lstrip()) <= ind:
+                    ln += " ..."
+            fixed.append(ln)
+        try:
+            tree = ast.parse("\n".join(fixed))
+            break
+        except SyntaxError as e:
+            error = e.msg
+    else:
+        raise AssemblyError(f"signature {signature.strip()[:120]!r} does not parse: {error}")
+    defs = [s for s in tree.body if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)]
+    if len(defs) != 1:
+        raise AssemblyError(f"signature {signature.strip()[:120]!r} must be exactly one def or class")
+    return defs[0]
+
+
+def _params(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
+    a = fn.args
+    out = [p.arg for p in a.posonlyargs + a.args]
+    if a.vararg:
+        out.append("*" + a.vararg.arg)
+    elif a.kwonlyargs:
+        out.append("*")
+    out += [p.arg for p in a.kwonlyargs]
+    if a.kwarg:
+        out.append("**" + a.kwarg.arg)
+    return out
+
+
+def _find(body: Sequence[ast.stmt], name: str) -> Definition | None:
+    found = None
+    for s in body:  # the last definition wins at run time, so the last one is what gets checked
+        if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and s.name == name:
+            found = s
+    return found
+
+
+def _compare(want: Definition, got: Definition, where: str) -> str | None:
+    if isinstance(want, ast.ClassDef) != isinstance(got, ast.ClassDef):
+        return f"{where} is a {_kind(got)} but the contract says {_kind(want)}"
+    if isinstance(want, ast.ClassDef):
+        assert isinstance(got, ast.ClassDef)
+        for m in want.body:
+            if isinstance(m, ast.FunctionDef | ast.AsyncFunctionDef):
+                have = _find(got.body, m.name)
+                if have is None:
+                    return f"{where} has no method {m.name}"
+                problem = _compare(m, have, f"{where}.{m.name}")
+                if problem:
+                    return problem
+        return None
+    assert not isinstance(got, ast.ClassDef)
+    if isinstance(want, ast.AsyncFunctionDef) != isinstance(got, ast.AsyncFunctionDef):
+        return f"{where} is {_kind(got)} but the contract says {_kind(want)}"
+    pw, pg = _params(want), _params(got)
+    if pw != pg:
+        return f"{where} has parameters ({', '.join(pg)}) but the contract says ({', '.join(pw)})"
+    return None
+
+
+def _kind(d: Definition) -> str:
+    return {"ClassDef": "class", "FunctionDef": "function", "AsyncFunctionDef": "async function"}[type(d).__name__]
+
+
+def check_signature(code: str, signature: str) -> str | None:
+    """None when ``code`` defines what ``signature`` describes (name, kind, parameter names), else the problem."""
+    want = parse_signature(signature)
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as e:
+        return f"the code is not valid Python: line {e.lineno}: {e.msg}"
+    got = _find(tree.body, want.name)
+    if got is None:
+        return f"{want.name} is not defined at module level"
+    return _compare(want, got, want.name)
+
+
+def signature_line(signature: str) -> str:
+    """The first header line of a signature, for short listings (``def add(a, b)``)."""
+    first = signature.strip().splitlines()[0].strip() if signature.strip() else ""
+    return first.rstrip(":").rstrip()

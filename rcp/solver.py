@@ -1,0 +1,857 @@
+"""The recursive solver every node runs: decide, decompose, delegate, execute, test, integrate.
+
+``Solver.solve(spec, emit)`` turns a ``TaskSpec`` into a ``TaskResult``. It is pure async with everything
+injected: the ``LLM``, the ``Sandbox``, and a ``Delegate`` that sends a subtask to a peer (the swarm's job).
+
+The loop (issue 5):
+
+1. **Decide** direct or decompose (schema-constrained, with a reason). At ``MAX_DEPTH`` it executes without
+   asking; a contract that is a single function is tried directly without asking too. Decomposition is
+   *as needed*: a direct attempt that fails its tests through the retry budget is followed by a decomposition.
+2. **Decompose** into 2..``MAX_SUBTASKS`` contracts. A plan is validated (unique identifiers, signatures and tests
+   parse, tests use their part) and an invalid plan is asked again with the error, never executed.
+3. **Delegate** the parts concurrently (bounded by a semaphore, under a ``TaskGroup`` so cancelling ``solve``
+   cancels them). A delegate that raises means the swarm gave up on peers: the part is solved here (FALLBACK).
+   Without a delegate the parts are solved by this solver, in this process.
+4. **Execute** a leaf: tests come from the contract (plus generated ones when the contract's are thin, or only
+   generated ones for a task without contract); code is generated, checked against the contract's signature and
+   run with pytest in the sandbox; a failure is fed back, up to ``MAX_RETRIES`` more attempts.
+5. **Integrate**: the parts are assembled by ``rcp.assemble`` (no model involved), glue is asked for when the
+   parent's own contract is not among the parts, and every part's contract tests plus the parent's own contract
+   tests run together in one fresh sandbox run. A failure confined to one part's tests re-solves that part with
+   the evidence; any other failure asks the model to fix the assembled module.
+6. **Return** the best tested code with the tests it ran against and the trace.
+
+Wrong tests: small models miscompute expected values more often than they miswrite simple code. When the same
+assert fails the same way for two attempts, a ``[rcp:review]`` call judges it; an assert judged wrong is dropped
+(at most a third of a test file's checks, never all). A parent re-judges any contract check its child dropped
+before accepting the child, and amends the contract only if it agrees.
+
+Contract enforcement: a parent never trusts a child's report. It checks the returned code's signature with
+``ast`` and re-runs the contract tests in its own sandbox run; a child that fails is REJECTED and solved again
+here with the evidence.
+
+Budgets: each task has an LLM-call budget (``spec.llm_calls``, capped by ``MAX_LLM_CALLS``) and a wall clock
+(``spec.timeout_s``). Children get a share of what is left; the rest is returned after they finish. When a
+budget runs out the task ends with its best tested code and ``solved=False``. ``solved`` is True only when the
+returned code passed the returned tests in the sandbox.
+
+Errors: ``ModelOutputError`` (an unusable reply) is a failed attempt, retried within budget.
+``InfrastructureError`` (Docker down, model missing) propagates, as does cancellation.
+
+Trace accounting: ``TraceNode.llm_calls`` and ``tokens`` count the calls of that node only; sum over the tree
+(``subtree_calls``) for a whole task.
+
+Deliberately left out: choosing peers (the swarm's ``Delegate``), languages other than Python, and reuse of
+results across tasks.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pydantic import BaseModel
+
+from rcp import prompts
+from rcp.assemble import (
+    AssemblyError,
+    FailedAssert,
+    Piece,
+    assemble,
+    check_signature,
+    clean_module,
+    count_checks,
+    defined_names,
+    drop_asserts,
+    failed_asserts,
+    is_identifier,
+    merge_tests,
+    normalize_tests,
+    parse_signature,
+    references,
+    signature_header,
+    signature_line,
+)
+from rcp.errors import BudgetExhausted, ModelOutputError
+from rcp.llm import LLM, ChatMessage
+from rcp.prompts import Decision, Plan, Review
+from rcp.records import (
+    MAX_TEXT,
+    Contract,
+    EventKind,
+    ProgressEvent,
+    TaskResult,
+    TaskSpec,
+    TestRun,
+    TraceNode,
+    new_task_id,
+)
+from rcp.sandbox import Sandbox, SandboxReport
+from rcp.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+Emit = Callable[[ProgressEvent], None]
+Delegate = Callable[[TaskSpec, Emit], Awaitable[TaskResult]]
+M = TypeVar("M", bound=BaseModel)
+
+PYTEST = ("python3", "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=short")
+MAX_ANCESTORS = 4  # goals kept on a subtask's path; the root task travels separately
+MAX_ANCESTOR_CHARS = 300
+MAX_SIBLING_CHARS = 200
+PLAN_ASKS = 3  # a plan and two re-asks with the validation error
+TEST_ASKS = 2
+DECIDE_ASKS = 2
+DECIDE_TOKENS = 256  # a one-sentence reason and an action fit in ~80 tokens
+TESTS_TOKENS = 600  # 6 short tests are ~250 tokens; a model repeating one assert is cut off sooner
+PLAN_TOKENS = 1536  # 4 parts at the Plan schema's string bounds (~1000 chars each) are ~1200 tokens
+THIN_TESTS = 2  # contract tests with fewer checks than this get generated tests added
+CHILD_TIME_SHARE = 0.8  # parts may use this share of the remaining time; the rest is kept for integration
+MIN_CHILD_SECONDS = 1.0
+_STOP_WORDS = {"that", "which", "with", "for", "to", "of", "in", "and", "the", "a", "an", "containing", "providing",
+               "implementing", "where", "whose", "named", "called", "file", "python", "module"}
+
+
+class PlanError(ValueError):
+    """A decomposition that must not be executed; the message is shown to the model when re-asking."""
+
+
+def module_name(goal: str) -> str:
+    """The module a task names ("a module inventory.py" -> inventory), else ``solution``."""
+    for m in re.finditer(r"\b([A-Za-z_][A-Za-z0-9_]*)\.py\b", goal):
+        if is_identifier(m.group(1)) and not m.group(1).startswith("test"):
+            return m.group(1)
+    m = re.search(r"\bmodule\s+(?:named\s+|called\s+)?[`'\"]?([A-Za-z_][A-Za-z0-9_]*)", goal, re.I)
+    if m and m.group(1).lower() not in _STOP_WORDS and is_identifier(m.group(1)):
+        return m.group(1)
+    return "solution"
+
+
+def subtree_calls(trace: TraceNode) -> int:
+    return trace.llm_calls + sum(subtree_calls(c) for c in trace.children)
+
+
+def subtree_tokens(trace: TraceNode) -> int:
+    return trace.tokens + sum(subtree_tokens(c) for c in trace.children)
+
+
+def validate_plan(plan: Plan, *, module: str, max_parts: int, parent: Contract | None = None) -> list[Contract]:
+    """The plan's parts as contracts, or ``PlanError`` listing what is wrong (for the re-ask)."""
+    problems: list[str] = []
+    if not 2 <= len(plan.parts) <= max_parts:
+        problems.append(f"it has {len(plan.parts)} parts; it must have 2 to {max_parts}")
+    seen: set[str] = set()
+    contracts = []
+    for part in plan.parts:
+        name = part.name.strip()
+        if not is_identifier(name):
+            problems.append(f"part name {name!r} is not a Python identifier")
+            continue
+        if name in seen:
+            problems.append(f"part name {name} is used twice; names must be unique")
+            continue
+        seen.add(name)
+        if parent is not None and name == parent.name:
+            problems.append(f"part {name} is the whole task; split it into smaller helpers")
+            continue
+        try:
+            sig = parse_signature(part.signature)
+        except AssemblyError as e:
+            problems.append(f"part {name}: {e}")
+            continue
+        kind = "class" if sig.__class__.__name__ == "ClassDef" else "function"
+        if sig.name != name:
+            problems.append(f"part {name}: its signature defines {sig.name}, not {name}")
+            continue
+        if kind != part.kind:
+            problems.append(f"part {name}: kind is {part.kind} but the signature is a {kind}")
+            continue
+        if not part.tests.strip():
+            problems.append(f"part {name} has no tests")
+            continue
+        try:
+            tests = normalize_tests(_unescape(part.tests), module, [name])
+        except AssemblyError as e:
+            problems.append(f"part {name}: {e}")
+            continue
+        if not references(tests, name):
+            problems.append(f"part {name}: its tests never use {name}")
+            continue
+        if count_checks(tests) == 0:
+            problems.append(f"part {name}: its tests have no assert")
+            continue
+        contracts.append(Contract(name=name, kind=part.kind, signature=signature_header(part.signature),
+                                  behaviour=part.behaviour.strip() or f"see {name}", tests=tests))
+    if problems:
+        raise PlanError("; ".join(problems))
+    return contracts
+
+
+def _unescape(code: str) -> str:
+    """Code a model escaped twice inside JSON (a literal backslash-n where a newline belongs), made whole again."""
+    try:
+        ast.parse(code)
+        return code
+    except SyntaxError:
+        pass
+    fixed = code.replace("\\n", "\n").replace("\\t", "    ").replace('\\"', '"')
+    try:
+        ast.parse(fixed)
+        return fixed
+    except SyntaxError:
+        return code
+
+
+def test_counts(report: SandboxReport) -> tuple[int, int]:
+    """(passed, failed) of a pytest run, from the report or, when it did not count, from pytest's summary line."""
+    if report.tests_passed is not None or report.tests_failed is not None:
+        return report.tests_passed or 0, report.tests_failed or 0
+    text = report.stdout + "\n" + report.stderr
+
+    def count(word: str) -> int:
+        return sum(int(n) for n in re.findall(rf"(\d+) {word}", text))
+
+    return count("passed"), count("failed") + count("errors?")
+
+
+test_counts.__test__ = False  # type: ignore[attr-defined]  # a helper, not a pytest test
+
+
+def failure_text(report: SandboxReport, limit: int = prompts.MAX_FAILURE) -> str:
+    """The part of a failed run worth showing the model: pytest's failure sections and summary, not the dots."""
+    if report.timed_out:
+        return f"The test run was killed after {report.duration_s:.0f} s: an endless loop or far too slow code."
+    if report.oom_killed:
+        return "The test run was killed: it ran out of memory."
+    text = (report.stdout + ("\n" + report.stderr if report.stderr.strip() else "")).strip()
+    lines = text.splitlines()
+    start = next((i for i, ln in enumerate(lines) if re.match(r"^=+ (FAILURES|ERRORS) =+$", ln)), None)
+    if start is not None:
+        text = "\n".join(ln for ln in lines[start + 1:] if not re.match(r"^=+ short test summary", ln))
+    return prompts.clip(text or f"exit code {report.exit_code} and no output", limit)
+
+
+def failing_tests(report: SandboxReport) -> set[str]:
+    """Top-level test names pytest reported as failed or erroring."""
+    names = set(re.findall(r"^(?:FAILED|ERROR) [^\s:]+::([A-Za-z_]\w*)", report.stdout, re.M))
+    names.update(re.findall(r"^_{3,} (?:ERROR at \w+ of )?([A-Za-z_]\w*)(?:\.\w+)? _{3,}$", report.stdout, re.M))
+    return names
+
+
+@dataclass
+class _Candidate:
+    """Code with the tests it ran against and how that run went."""
+
+    code: str
+    tests: str
+    run: TestRun
+    failing: frozenset[str] = frozenset()  # names of the tests that failed
+
+    @property
+    def solved(self) -> bool:
+        r = self.run
+        return r.exit_code == 0 and not r.timed_out and r.failed == 0 and r.passed > 0
+
+    @property
+    def score(self) -> tuple[bool, float, int]:
+        total = self.run.passed + self.run.failed
+        return self.solved, (self.run.passed / total if total else 0.0), self.run.passed
+
+
+@dataclass
+class _Task:
+    """The bookkeeping of one ``solve``: budgets, best result so far, trace."""
+
+    spec: TaskSpec
+    emit: Emit
+    trace: TraceNode
+    started: float  # loop.time()
+    deadline: float  # loop.time() by which the result must be ready
+    calls_budget: int
+    calls_left: int
+    best: _Candidate | None = None
+    tests: str | None = None  # the leaf's tests, made once
+    last_failure: str = ""
+    stop: str = ""  # why work stopped early, for the verdict
+    direct_tried: bool = False
+    dropped: int = 0  # test checks judged wrong and removed from the leaf's tests
+
+    def remaining(self) -> float:
+        return self.deadline - asyncio.get_running_loop().time()
+
+    def offer(self, cand: _Candidate) -> None:
+        if self.best is None or cand.score > self.best.score:
+            self.best = cand
+
+
+@dataclass
+class _Outcome:
+    """A part after delegation and contract enforcement (``result`` None: nothing came back at all)."""
+
+    spec: TaskSpec
+    result: TaskResult | None
+    accepted: bool
+
+    @property
+    def contract(self) -> Contract:
+        assert self.spec.contract is not None
+        return self.spec.contract
+
+
+class Solver:
+    """Solves a task on this node; see the module docstring for the loop."""
+
+    def __init__(self, llm: LLM, sandbox: Sandbox, settings: Settings, *, node: str = "local",
+                 delegate: Delegate | None = None) -> None:
+        self.llm = llm
+        self.sandbox = sandbox
+        self.settings = settings
+        self.node = node
+        self.delegate = delegate
+        # Verdicts of [rcp:review] by (root task, assert): a parent re-checking what its in-process child
+        # disputed gets the same answer without asking the same model the same question again.
+        self._reviews: dict[tuple[str, str], bool] = {}
+
+    async def solve(self, spec: TaskSpec, emit: Emit) -> TaskResult:
+        """Solve ``spec``, reporting progress through ``emit``. Never claims success without a passing test run."""
+        if spec.depth == 0 and spec.contract is None and spec.module == "solution":
+            spec = spec.model_copy(update={"module": module_name(spec.goal)})
+        return await self._solve(spec, emit)
+
+    # --- one task ----------------------------------------------------------------------------------------------
+
+    async def _solve(self, spec: TaskSpec, emit: Emit) -> TaskResult:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        # Finish a little before the caller's own timeout so the result, not a timeout, reaches it.
+        margin = min(5.0, 0.05 * spec.timeout_s)
+        calls = min(spec.llm_calls, self.settings.max_llm_calls)
+        t = _Task(spec=spec, emit=emit, started=now, deadline=now + spec.timeout_s - margin, calls_budget=calls,
+                  calls_left=calls, trace=TraceNode(task_id=spec.task_id, goal=spec.goal, node=self.node,
+                                                    depth=spec.depth))
+        self._event(t, EventKind.ACCEPTED, f"depth {spec.depth}, module {spec.module}.py, budget {calls} LLM calls "
+                                           f"and {spec.timeout_s:.0f} s")
+        timeout = asyncio.timeout_at(t.deadline)
+        try:
+            async with timeout:
+                await self._work(t)
+        except BudgetExhausted as e:
+            t.stop = str(e)
+        except TimeoutError:
+            if not timeout.expired():
+                raise
+            t.stop = f"wall-clock budget of {spec.timeout_s:.0f} s used up"
+        return self._finish(t)
+
+    async def _work(self, t: _Task) -> None:
+        action, reason = await self._decide(t)
+        t.trace.decision, t.trace.reason = action, reason
+        self._event(t, EventKind.DECIDED, f"{action}: {reason}")
+        if action == "direct":
+            cand = await self._execute(t)
+            if cand is not None and cand.solved:
+                return
+            if not self._may_decompose(t):
+                return
+            t.trace.decision = "decompose"
+            t.trace.reason = f"as needed: the direct attempt failed ({reason})"
+            self._event(t, EventKind.DECIDED, "decompose: the direct attempt failed its tests")
+        cand = await self._decompose(t)
+        if cand is not None and cand.solved:
+            return
+        if not t.direct_tried:
+            t.trace.notes.append("decomposition did not succeed; trying directly")
+            await self._execute(t)
+
+    def _may_decompose(self, t: _Task) -> bool:
+        # A plan, one LLM call per part and one for integration is the least a decomposition needs.
+        return t.spec.depth < self.settings.max_depth and t.calls_left >= 4 and t.remaining() > 4 * MIN_CHILD_SECONDS
+
+    def _finish(self, t: _Task) -> TaskResult:
+        best = t.best
+        solved = best is not None and best.solved
+        t.trace.solved = solved
+        t.trace.seconds = round(asyncio.get_running_loop().time() - t.started, 3)
+        if solved:
+            assert best is not None
+            verdict = f"solved: {best.run.passed} tests passed"
+        else:
+            why = t.stop or "the tests still fail after every attempt"
+            if best is None:
+                verdict = f"not solved: {why}; no code was tested"
+            else:
+                verdict = (f"not solved: {why}; the best code passed {best.run.passed} of "
+                           f"{best.run.passed + best.run.failed} tests")
+        if t.stop:
+            t.trace.notes.append(t.stop)
+        result = TaskResult(task_id=t.spec.task_id, solved=solved, verdict=verdict[:4096], module=t.spec.module,
+                            code=best.code if best else "", tests=best.tests if best else (t.tests or ""),
+                            trace=t.trace)
+        self._event(t, EventKind.RESULT, verdict, tests_passed=best.run.passed if best else None,
+                    tests_failed=best.run.failed if best else None)
+        logger.info("task %s (depth %d) %s in %.1f s with %d LLM calls", t.spec.task_id, t.spec.depth, verdict,
+                    t.trace.seconds, t.trace.llm_calls)
+        return result
+
+    # --- decide ------------------------------------------------------------------------------------------------
+
+    async def _decide(self, t: _Task) -> tuple[str, str]:
+        spec = t.spec
+        if spec.depth >= self.settings.max_depth:
+            return "direct", f"depth {spec.depth} is the depth limit"
+        if spec.contract is not None and spec.contract.kind == "function":
+            # Saves an LLM call; a function that fails directly is still decomposed as needed.
+            return "direct", "a single function: try it directly first"
+        for _ in range(DECIDE_ASKS):
+            try:
+                d = await self._structured(t, prompts.decide(spec, self.settings.max_subtasks), Decision,
+                                           max_tokens=DECIDE_TOKENS)
+                return d.action, d.reason.strip() or "no reason given"
+            except ModelOutputError as e:
+                t.trace.notes.append(f"decide: {e}")
+        return "direct", "no valid decision from the model; trying directly first"
+
+    # --- execute (leaf) ----------------------------------------------------------------------------------------
+
+    async def _leaf_tests(self, t: _Task) -> str:
+        """The leaf's tests: the contract's, plus generated ones when those are thin. Made once per task."""
+        if t.tests is not None:
+            return t.tests
+        spec, c = t.spec, t.spec.contract
+        names = [c.name] if c else []
+        base = ""
+        if c is not None and c.tests.strip():
+            try:
+                base = normalize_tests(c.tests, spec.module, names)
+            except AssemblyError as e:
+                t.trace.notes.append(f"contract tests unusable: {e}")
+        if count_checks(base) >= THIN_TESTS:
+            t.tests = base
+            return base
+        error = ""
+        for _ in range(TEST_ASKS):
+            try:
+                reply = await self._chat(t, prompts.tests(spec, base, error=error),
+                                         max_tokens=min(TESTS_TOKENS, self.llm.max_tokens))
+                gen = normalize_tests(prompts.parse_code_reply(reply, want_tests=True), spec.module, names)
+                if c is not None and not references(gen, c.name):
+                    raise ModelOutputError(f"the tests never use {c.name}")
+                if count_checks(gen) == 0:
+                    raise ModelOutputError("the tests have no assert")
+                t.tests = merge_tests([Piece("contract", base), Piece("generated", gen)], spec.module).code
+                return t.tests
+            except (ModelOutputError, AssemblyError) as e:
+                error = str(e)
+                t.trace.notes.append(f"tests: {e}")
+        t.tests = base
+        return base
+
+    async def _execute(self, t: _Task) -> _Candidate | None:
+        t.direct_tried = True
+        spec = t.spec
+        tests = await self._leaf_tests(t)
+        if not tests.strip():
+            t.last_failure = "no tests could be written for this task"
+            t.trace.notes.append(t.last_failure)
+            return None
+        previous = failure = ""
+        checks = count_checks(tests)
+        last_fails: dict[str, str] = {}
+        for attempt in range(1, self.settings.max_retries + 2):
+            t.trace.attempts += 1
+            try:
+                reply = await self._chat(t, prompts.code(spec, tests, previous=previous, failure=failure))
+                code = clean_module(prompts.parse_code_reply(reply), spec.module)
+            except (ModelOutputError, AssemblyError) as e:
+                failure = f"Your reply could not be used: {e}. Reply with one ```python block."
+                self._event(t, EventKind.ATTEMPT, f"attempt {attempt}: unusable reply: {e}", attempt=attempt)
+                continue
+            self._event(t, EventKind.ATTEMPT, f"attempt {attempt}: {len(code.splitlines())} lines", attempt=attempt)
+            previous = code
+            if spec.contract is not None:
+                problem = check_signature(code, spec.contract.signature)
+                if problem:
+                    failure = f"Wrong signature: {problem}. It must be exactly: {spec.contract.signature.strip()}"
+                    self._event(t, EventKind.TESTED, f"attempt {attempt}: not run, {problem}", attempt=attempt)
+                    continue
+            cand, failure = await self._run_tests(t, code, tests, f"attempt {attempt}", attempt=attempt)
+            if cand.solved:
+                return cand
+            # An assert that fails the same way for two different attempts may expect the wrong value: small
+            # models miscompute expected values more often than they miswrite simple code.
+            fails = failed_asserts(cand.run.output_tail, f"test_{spec.module}.py")
+            stable = [f for f in fails if last_fails.get(f.source) == f.message]
+            last_fails = {f.source: f.message for f in fails}
+            limit = max(1, checks // 3) - t.dropped  # never let reviews empty a test file
+            if stable and limit > 0:
+                amended, n = await self._dispute(t, tests, stable, limit)
+                if n:
+                    t.dropped += n
+                    tests = t.tests = amended
+                    cand, failure = await self._run_tests(t, code, tests, f"attempt {attempt} without the wrong "
+                                                          "checks", attempt=attempt)
+                    if cand.solved:
+                        return cand
+        t.last_failure = failure
+        return t.best
+
+    async def _dispute(self, t: _Task, tests: str, fails: list[FailedAssert], limit: int) -> tuple[str, int]:
+        """``tests`` without the failing asserts a review judges wrong (at most ``limit``), and how many went."""
+        lines: set[int] = set()
+        for f in fails[:limit]:
+            key = (t.spec.root_task, f.source)
+            if key not in self._reviews:
+                try:
+                    review = await self._structured(t, prompts.review(t.spec, f.source, f.message), Review)
+                    self._reviews[key] = review.wrong == "test"
+                    logger.info("task %s: review of `%s`: the %s is wrong (%s)", t.spec.task_id, f.source,
+                                review.wrong, review.reason)
+                except ModelOutputError as e:
+                    t.trace.notes.append(f"review: {e}")
+                    continue
+            if self._reviews[key]:
+                lines.add(f.line)
+        if not lines:
+            return tests, 0
+        amended = drop_asserts(tests, lines)
+        if count_checks(amended) == 0:
+            return tests, 0
+        t.trace.notes.append(f"dropped {len(lines)} check(s) judged wrong: " +
+                             "; ".join(f.source for f in fails if f.line in lines)[:400])
+        return amended, len(lines)
+
+    async def _run_tests(self, t: _Task, code: str, tests: str, label: str, *, attempt: int | None = None,
+                         offer: bool = True) -> tuple[_Candidate, str]:
+        """One pytest run of ``code`` against ``tests``; records it in the trace and reports it."""
+        module = t.spec.module
+        timeout = max(1.0, min(self.settings.sandbox_timeout, t.remaining()))
+        report = await self.sandbox.run({f"{module}.py": code, f"test_{module}.py": tests},
+                                        [*PYTEST, f"test_{module}.py"], timeout=timeout)
+        passed, failed = test_counts(report)
+        if report.exit_code not in (0, None) and failed == 0:
+            failed = 1  # a collection error or crash: no test counted, but it certainly did not pass
+        run = TestRun(passed=passed, failed=failed, exit_code=report.exit_code, timed_out=report.timed_out,
+                      seconds=round(report.duration_s, 3), output_tail=prompts.clip(report.stdout + report.stderr,
+                                                                                    8000))
+        t.trace.tests.append(run)
+        cand = _Candidate(code=code, tests=tests, run=run, failing=frozenset(failing_tests(report)))
+        if offer:
+            t.offer(cand)
+        failure = "" if cand.solved else failure_text(report)
+        verdict = "passed" if cand.solved else "failed"
+        self._event(t, EventKind.TESTED, f"{label}: {verdict}, {passed} passed, {failed} failed",
+                    attempt=attempt, tests_passed=passed, tests_failed=failed)
+        return cand, failure
+
+    # --- decompose ---------------------------------------------------------------------------------------------
+
+    async def _decompose(self, t: _Task) -> _Candidate | None:
+        contracts = await self._plan(t)
+        if not contracts:
+            return None
+        self._event(t, EventKind.PLANNED, f"{len(contracts)} parts: " +
+                    "; ".join(signature_line(c.signature) for c in contracts))
+        outcomes = await self._delegate_all(t, contracts)
+        return await self._integrate(t, outcomes)
+
+    async def _plan(self, t: _Task) -> list[Contract] | None:
+        rejected = ""
+        for _ in range(PLAN_ASKS):
+            try:
+                plan = await self._structured(t, prompts.plan(t.spec, self.settings.max_subtasks,
+                                                              failure=t.last_failure, rejected=rejected),
+                                              prompts.plan_schema(self.settings.max_subtasks),
+                                              max_tokens=max(PLAN_TOKENS, self.llm.max_tokens))
+                return validate_plan(plan, module=t.spec.module, max_parts=self.settings.max_subtasks,
+                                     parent=t.spec.contract)
+            except (ModelOutputError, PlanError) as e:
+                rejected = str(e)
+                t.trace.notes.append(f"plan rejected: {e}")
+                logger.info("task %s: plan rejected: %s", t.spec.task_id, e)
+        return None
+
+    def _child_spec(self, t: _Task, contract: Contract, contracts: Sequence[Contract], share: int) -> TaskSpec:
+        spec = t.spec
+        goal = prompts.clip(spec.goal, MAX_ANCESTOR_CHARS).replace("\n", " ")
+        timeout = min(self.settings.task_timeout, t.remaining() * CHILD_TIME_SHARE)
+        if timeout < MIN_CHILD_SECONDS:
+            raise BudgetExhausted(f"wall-clock budget of {spec.timeout_s:.0f} s used up before the parts could start")
+        return TaskSpec(parent_id=spec.task_id, root_task=spec.root_task, contract=contract, module=spec.module,
+                        goal=f"Write {contract.kind} {contract.name}: {contract.behaviour}"[:MAX_TEXT],
+                        ancestors=[*spec.ancestors, goal][-MAX_ANCESTORS:],
+                        siblings=[signature_line(c.signature)[:MAX_SIBLING_CHARS] for c in contracts
+                                  if c.name != contract.name],
+                        depth=spec.depth + 1, timeout_s=timeout, llm_calls=share)
+
+    async def _delegate_all(self, t: _Task, contracts: list[Contract]) -> list[_Outcome]:
+        k = len(contracts)
+        # Keep enough calls back to glue and fix the integration; the parts share the rest.
+        reserve = min(self.settings.max_retries + 2, t.calls_left // 4)
+        share = (t.calls_left - reserve) // k
+        if share < 1:
+            raise BudgetExhausted(f"LLM-call budget of {t.calls_budget} calls used up: {t.calls_left} left for "
+                                  f"{k} parts")
+        specs = [self._child_spec(t, c, contracts, share) for c in contracts]
+        t.calls_left -= share * k
+        limit = asyncio.Semaphore(self.settings.max_subtasks)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(self._child(t, s, limit)) for s in specs]
+        except BaseExceptionGroup as eg:
+            # Infrastructure trouble or a bug in one part: surface the error itself, not a group of one.
+            raise _first(eg) from None
+        return [task.result() for task in tasks]
+
+    async def _child(self, t: _Task, spec: TaskSpec, limit: asyncio.Semaphore) -> _Outcome:
+        c = spec.contract
+        assert c is not None
+        async with limit:
+            result: TaskResult | None = None
+            if self.delegate is not None:
+                self._event(t, EventKind.DELEGATED, f"{c.name} sent to a peer")
+                try:
+                    result = await self.delegate(spec, t.emit)
+                except Exception as e:  # the swarm has tried its peers already; CancelledError is not caught
+                    self._event(t, EventKind.FALLBACK, f"{c.name}: the peer failed ({type(e).__name__}: "
+                                                       f"{str(e)[:200]}); solving it here")
+                    logger.info("task %s: delegating %s failed (%r); solving it here", t.spec.task_id, c.name, e)
+                    again = self._refresh(t, spec, spec.llm_calls)
+                    if again is None:
+                        t.calls_left += spec.llm_calls
+                        return _Outcome(spec=spec, result=None, accepted=False)
+                    spec = again
+            if result is None:
+                result = await self._solve(spec, t.emit)
+            t.calls_left += max(0, spec.llm_calls - subtree_calls(result.trace))
+            t.trace.children.append(result.trace)
+            problem, spec = await self._enforce(t, spec, result)
+            outcome = _Outcome(spec=spec, result=result, accepted=False)
+            if problem is None:
+                outcome.accepted = True
+                return outcome
+            self._event(t, EventKind.REJECTED, f"{c.name}: {problem}")
+            return await self._resolve(t, outcome, f"The returned code was rejected: {problem}")
+
+    def _refresh(self, t: _Task, spec: TaskSpec, calls: int, evidence: str = "") -> TaskSpec | None:
+        """The same part for another try here: a new id, the time left, the parent's evidence in the goal.
+
+        None when too little time is left to start it.
+        """
+        timeout = min(self.settings.task_timeout, t.remaining() * CHILD_TIME_SHARE)
+        if timeout < MIN_CHILD_SECONDS:
+            t.trace.notes.append(f"no time left to solve {spec.contract.name if spec.contract else 'a part'} here")
+            return None
+        update: dict = {"task_id": new_task_id(), "timeout_s": timeout, "llm_calls": max(1, calls)}
+        if evidence:
+            # The evidence travels in the goal so that a part solved on a peer would see it too.
+            base = spec.goal.split("\n\nEvidence:")[0]
+            update["goal"] = f"{base}\n\nEvidence: {prompts.clip(evidence, prompts.MAX_FAILURE)}"[:MAX_TEXT]
+        return spec.model_copy(update=update)
+
+    async def _resolve(self, t: _Task, outcome: _Outcome, evidence: str) -> _Outcome:
+        """Solve a part again here with what went wrong; the new code replaces the old only if it is accepted."""
+        name = outcome.contract.name
+        calls = min(outcome.spec.llm_calls, t.calls_left)
+        spec = self._refresh(t, outcome.spec, calls, evidence) if calls >= 1 else None
+        if spec is None:
+            t.trace.notes.append(f"no budget left to solve {name} again")
+            return outcome
+        t.calls_left -= calls
+        result = await self._solve(spec, t.emit)
+        t.calls_left += max(0, calls - subtree_calls(result.trace))
+        t.trace.children.append(result.trace)
+        problem, spec = await self._enforce(t, spec, result)
+        if problem is not None:
+            self._event(t, EventKind.REJECTED, f"{name} (solved again here): {problem}")
+            t.trace.notes.append(f"{name} still rejected after solving it again")
+            if outcome.result is None or not outcome.result.code.strip():
+                outcome.result = result
+            return outcome
+        return _Outcome(spec=spec, result=result, accepted=True)
+
+    async def _enforce(self, t: _Task, spec: TaskSpec, result: TaskResult) -> tuple[str | None, TaskSpec]:
+        """(None, spec) if the child's code keeps its contract: the agreed signature and passing contract tests.
+
+        Otherwise (the problem, spec). A check the child dropped as wrong is judged again here, and when this
+        node agrees the contract is amended: the returned spec then carries the amended tests.
+        """
+        c = spec.contract
+        assert c is not None
+        if not result.code.strip():
+            return "no code came back", spec
+        problem = check_signature(result.code, c.signature)
+        if problem:
+            return f"signature changed: {problem}", spec
+        label = f"contract tests of {c.name}"
+        cand, failure = await self._run_tests(t, result.code, c.tests, label, offer=False)
+        if cand.solved:
+            return None, spec
+        disputed = [f for f in failed_asserts(cand.run.output_tail, f"test_{spec.module}.py")
+                    if f.source not in result.tests]
+        if disputed:
+            amended, n = await self._dispute(t, c.tests, disputed, max(1, count_checks(c.tests) // 3))
+            if n:
+                cand, failure = await self._run_tests(t, result.code, amended, f"{label} without {n} wrong checks",
+                                                      offer=False)
+                if cand.solved:
+                    return None, spec.model_copy(update={"contract": c.model_copy(update={"tests": amended})})
+        return f"its contract tests fail ({cand.run.passed} passed, {cand.run.failed} failed):\n{failure}", spec
+
+    # --- integrate ---------------------------------------------------------------------------------------------
+
+    async def _integrate(self, t: _Task, outcomes: list[_Outcome]) -> _Candidate | None:
+        spec = t.spec
+        unaccepted = [o.contract.name for o in outcomes if not o.accepted]
+        if unaccepted:
+            # Integrated anyway: the fix step below may repair them, and the verdict stays honest either way.
+            t.trace.notes.append(f"parts that failed their contract: {', '.join(unaccepted)}")
+        self._event(t, EventKind.INTEGRATING, f"assembling {len(outcomes)} parts" +
+                    (f" ({len(unaccepted)} failed their contract)" if unaccepted else ""))
+        contracts = [o.contract for o in outcomes]
+        signatures = [c.signature for c in contracts] + ([spec.contract.signature] if spec.contract else [])
+        test_pieces = [Piece(c.name, c.tests) for c in contracts]
+        if spec.contract is not None and spec.contract.tests.strip():
+            test_pieces.append(Piece("parent", spec.contract.tests))
+        try:
+            merged = merge_tests(test_pieces, spec.module)
+            code = self._assemble(spec, outcomes)
+        except AssemblyError as e:
+            t.trace.notes.append(f"integration impossible: {e}")
+            return None
+        tests = merged.code
+        test_owner = dict(merged.origin)
+        if spec.contract is not None and check_signature(code, spec.contract.signature):
+            code = await self._glue(t, code, contracts)
+        resolved: set[str] = set()
+        rounds = self.settings.max_retries + 1
+        for n in range(1, rounds + 1):
+            problem = next((p for p in (check_signature(code, s) for s in signatures) if p), None)
+            if problem:
+                failure = f"Signature problem: {problem}"
+                culprits: set[str] = set()
+            else:
+                cand, failure = await self._run_tests(t, code, tests, f"integration {n}", attempt=n)
+                if cand.solved:
+                    return cand
+                culprits = {test_owner.get(name, "?") for name in cand.failing} or {"?"}
+            if n == rounds:
+                break
+            culprit = next(iter(culprits)) if len(culprits) == 1 else None
+            owner = next((o for o in outcomes if o.contract.name == culprit), None)
+            if owner is not None and culprit not in resolved:
+                resolved.add(culprit)
+                self._event(t, EventKind.REJECTED, f"{culprit}: its tests fail in the assembled module; "
+                                                   "solving it again with the evidence")
+                new = await self._resolve(t, owner, f"In the assembled module its tests failed:\n{failure}")
+                if new is owner:
+                    continue  # not solved any better; the next round asks the model to fix the module
+                outcomes[outcomes.index(owner)] = new
+                code = self._assemble(spec, outcomes)
+                if spec.contract is not None and check_signature(code, spec.contract.signature):
+                    code = await self._glue(t, code, contracts)
+                continue
+            try:
+                reply = await self._chat(t, prompts.integrate(spec, code, tests, failure,
+                                                              [signature_line(s) for s in signatures]))
+                fix = clean_module(prompts.parse_code_reply(reply), spec.module)
+                code = self._merge_fix(spec, code, fix, prefer_fix=True, contracts=contracts)
+            except (ModelOutputError, AssemblyError) as e:
+                t.trace.notes.append(f"integration fix {n}: {e}")
+        t.last_failure = failure
+        return None
+
+    def _assemble(self, spec: TaskSpec, outcomes: list[_Outcome]) -> str:
+        pieces = [Piece(o.contract.name, o.result.code) for o in outcomes if o.result and o.result.code.strip()]
+        keep = {o.contract.name: o.contract.name for o in outcomes}
+        asm = assemble(pieces, module=spec.module, keep=keep)
+        for note in asm.notes:
+            logger.debug("task %s: assembly: %s", spec.task_id, note)
+        return asm.code
+
+    def _merge_fix(self, spec: TaskSpec, current: str, fix: str, *, prefer_fix: bool,
+                   contracts: Sequence[Contract]) -> str:
+        """``fix`` merged into ``current``: a fix replaces what it redefines; glue may only add."""
+        if prefer_fix:
+            keep = dict.fromkeys(defined_names(fix), "fix")
+        else:
+            keep = {c.name: "current" for c in contracts}
+            if spec.contract is not None:
+                keep[spec.contract.name] = "fix"
+        return assemble([Piece("current", current), Piece("fix", fix)], module=spec.module, keep=keep).code
+
+    async def _glue(self, t: _Task, code: str, contracts: Sequence[Contract]) -> str:
+        """Ask for the parent's own definition on top of its parts; on an unusable reply keep the code as is."""
+        spec = t.spec
+        try:
+            reply = await self._chat(t, prompts.glue(spec, code, [signature_line(c.signature) for c in contracts]))
+            glue = clean_module(prompts.parse_code_reply(reply), spec.module)
+            return self._merge_fix(spec, code, glue, prefer_fix=False, contracts=contracts)
+        except (ModelOutputError, AssemblyError) as e:
+            t.trace.notes.append(f"glue: {e}")
+            return code
+
+    # --- LLM calls and events ----------------------------------------------------------------------------------
+
+    def _take(self, t: _Task) -> None:
+        if t.calls_left <= 0:
+            raise BudgetExhausted(f"LLM-call budget of {t.calls_budget} calls used up")
+        if t.remaining() <= 0:
+            raise BudgetExhausted(f"wall-clock budget of {t.spec.timeout_s:.0f} s used up")
+        t.calls_left -= 1
+        t.trace.llm_calls += 1
+
+    def _account(self, t: _Task, before: object) -> None:
+        # LLM._timed appends the call's stats and returns without yielding to the loop, so a new last entry is
+        # ours even when other tasks share the model (none is added when the backend failed before answering).
+        if self.llm.calls and self.llm.calls[-1] is not before:
+            s = self.llm.calls[-1]
+            t.trace.tokens += s.prompt_tokens + s.completion_tokens
+
+    async def _chat(self, t: _Task, messages: list[ChatMessage], max_tokens: int | None = None) -> str:
+        self._take(t)
+        logger.debug("task %s asks:\n%s", t.spec.task_id, messages[-1].content)
+        before = self.llm.calls[-1] if self.llm.calls else None
+        try:
+            reply = await self.llm.chat(messages, max_tokens=max_tokens)
+        finally:
+            self._account(t, before)
+        logger.debug("task %s got:\n%s", t.spec.task_id, reply)
+        return reply
+
+    async def _structured(self, t: _Task, messages: list[ChatMessage], schema: type[M],
+                          max_tokens: int | None = None) -> M:
+        self._take(t)
+        logger.debug("task %s asks:\n%s", t.spec.task_id, messages[-1].content)
+        before = self.llm.calls[-1] if self.llm.calls else None
+        try:
+            reply = await self.llm.structured(messages, schema, max_tokens=max_tokens)
+        finally:
+            self._account(t, before)
+        logger.debug("task %s got:\n%s", t.spec.task_id, reply.model_dump_json(indent=1))
+        return reply
+
+    def _event(self, t: _Task, kind: EventKind, message: str = "", **fields) -> None:
+        event = ProgressEvent(task_id=t.spec.task_id, parent_id=t.spec.parent_id, depth=t.spec.depth, node=self.node,
+                              kind=kind, message=message[:4096],
+                              elapsed_s=round(asyncio.get_running_loop().time() - t.started, 3), **fields)
+        try:
+            t.emit(event)
+        except Exception:  # a broken progress display must not break the task
+            logger.warning("emit failed for %s event of task %s", kind.value, t.spec.task_id, exc_info=True)
+
+
+def _first(eg: BaseExceptionGroup) -> BaseException:
+    exc: BaseException = eg
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+__all__ = ["Delegate", "Emit", "PlanError", "Solver", "module_name", "subtree_calls", "subtree_tokens",
+           "validate_plan"]

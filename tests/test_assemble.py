@@ -1,0 +1,304 @@
+"""rcp.assemble: deterministic integration of parts (imports, duplicates, clashes) and signature checks."""
+
+import ast
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from rcp.assemble import (
+    AssemblyError,
+    Piece,
+    assemble,
+    check_signature,
+    clean_module,
+    count_checks,
+    defined_names,
+    drop_asserts,
+    failed_asserts,
+    merge_tests,
+    normalize_tests,
+    parse_signature,
+    references,
+    rename,
+    signature_header,
+    test_names,
+)
+
+
+def d(text: str) -> str:
+    return textwrap.dedent(text).lstrip("\n")
+
+
+def run(code: str, expr: str):
+    """Execute assembled code and evaluate ``expr`` in it: the result must work, not just look right."""
+    ns: dict = {}
+    exec(compile(code, "<assembled>", "exec"), ns)  # noqa: S102 - our own test strings
+    return eval(expr, ns)  # noqa: S307
+
+
+# --- imports --------------------------------------------------------------------------------------------------
+
+def test_imports_are_merged_deduplicated_and_moved_to_the_top():
+    a = Piece("add", d("""
+        import math
+        from typing import List
+
+        def add(a, b):
+            return math.fsum([a, b])
+        """))
+    b = Piece("mul", d("""
+        from __future__ import annotations
+        import math
+        from typing import Dict, List
+
+        def mul(a, b):
+            return math.prod([a, b])
+        """))
+    code = assemble([a, b], module="arith").code
+    lines = code.splitlines()
+    assert lines[0] == "from __future__ import annotations"  # must stay first or Python refuses the module
+    assert lines.count("import math") == 1
+    assert "from typing import List, Dict" in lines
+    assert run(code, "add(1, 2) + mul(3, 4)") == 15
+
+
+def test_a_part_importing_its_own_module_loses_that_import():
+    # Once assembled, `from arith import mul` inside arith.py is a circular import that fails.
+    a = Piece("sq", "from arith import mul\n\ndef sq(x):\n    return mul(x, x)\n")
+    b = Piece("mul", "def mul(a, b):\n    return a * b\n")
+    code = assemble([a, b], module="arith").code
+    assert "from arith" not in code
+    assert run(code, "sq(5)") == 25
+
+
+# --- duplicates and clashes -----------------------------------------------------------------------------------
+
+def test_identical_duplicates_are_kept_once():
+    helper = "def _clip(x):\n    return max(0, x)\n"
+    code = assemble([Piece("a", helper + "\ndef a(x):\n    return _clip(x)\n"),
+                     Piece("b", helper + "\ndef b(x):\n    return _clip(-x)\n")]).code
+    assert code.count("def _clip") == 1
+    assert run(code, "(a(-3), b(-3))") == (0, 3)
+
+
+def test_the_contract_owner_wins_its_name():
+    # mul's author also wrote an add of its own (a wrong one); add's owner's version must survive.
+    a = Piece("add", "def add(a, b):\n    return a + b\n")
+    b = Piece("mul", "def add(a, b):\n    return a - b\n\ndef mul(a, b):\n    return a * b\n")
+    asm = assemble([b, a], module="m", keep={"add": "add", "mul": "mul"})
+    assert asm.code.count("def add") == 1
+    assert run(asm.code, "add(2, 3)") == 5
+    assert asm.origin["add"] == "add"
+    assert any("dropped mul's add" in n for n in asm.notes)
+
+
+def test_clashing_helpers_are_renamed_inside_their_own_part():
+    # Both parts wrote a private helper _h with different meanings; each part must keep using its own.
+    a = Piece("inc", "def _h(x):\n    return x + 1\n\ndef inc(x):\n    return _h(x)\n")
+    b = Piece("dbl", "def _h(x):\n    return x * 2\n\ndef dbl(x):\n    # doubles\n    return _h(x)\n")
+    asm = assemble([a, b], keep={"inc": "inc", "dbl": "dbl"})
+    assert run(asm.code, "(inc(5), dbl(5))") == (6, 10)
+    assert "_h_dbl" in asm.code and "# doubles" in asm.code  # renamed by tokens: comments survive
+    assert asm.origin["_h_dbl"] == "dbl"
+
+
+def test_main_blocks_are_dropped_and_other_statements_kept_once():
+    a = Piece("a", d("""
+        LIMIT = 10
+
+        def a():
+            return LIMIT
+
+        if __name__ == "__main__":
+            print(a())
+        """))
+    b = Piece("b", "LIMIT = 10\n\ndef b():\n    return LIMIT * 2\n")
+    code = assemble([a, b]).code
+    assert "__main__" not in code
+    assert code.count("LIMIT = 10") == 1
+    assert run(code, "a() + b()") == 30
+
+
+def test_a_part_that_does_not_parse_is_named():
+    with pytest.raises(AssemblyError, match="part broken"):
+        assemble([Piece("ok", "x = 1\n"), Piece("broken", "def f(:\n")])
+
+
+def test_rename_leaves_attributes_and_keyword_arguments_alone():
+    code = "def f(x):\n    return g(f=x, y=obj.f) + f\n"
+    out = rename(code, "f", "f_2")
+    assert out == "def f_2(x):\n    return g(f=x, y=obj.f) + f_2\n"
+
+
+# --- tests files ----------------------------------------------------------------------------------------------
+
+def test_merge_tests_keeps_every_test_even_when_names_clash():
+    a = Piece("add", "from arith import add\n\ndef test_it():\n    assert add(1, 2) == 3\n")
+    b = Piece("mul", "from arith import mul\n\ndef test_it():\n    assert mul(2, 2) == 4\n")
+    asm = merge_tests([a, b], "arith")
+    assert test_names(asm.code) == ["test_it", "test_it_mul"]
+    assert asm.origin == {"test_it": "add", "test_it_mul": "mul"}
+    assert "from arith import add, mul" in asm.code
+
+
+def test_normalize_tests_points_imports_at_our_module():
+    tests = d("""
+        import math
+        import solution
+        from solution import add
+
+        def test_add():
+            assert add(1, 2) == 3
+            assert solution.add(1, 1) == 2
+            assert math.isclose(add(0.1, 0.2), 0.3)
+        """)
+    out = normalize_tests(tests, "arith")
+    assert "import arith as solution" in out and "from arith import add" in out
+    assert "import math" in out  # stdlib stays
+
+
+def test_normalize_tests_adds_missing_imports():
+    out = normalize_tests("def test_x():\n    with pytest.raises(ValueError):\n        parse('x')\n", "p", ["parse"])
+    assert out.startswith("import pytest\nfrom p import parse\n")
+    ast.parse(out)
+
+
+def test_count_checks_and_references():
+    tests = "def test_a():\n    assert f(1)\n    with pytest.raises(KeyError):\n        f(2)\n"
+    assert count_checks(tests) == 2
+    assert references(tests, "f") and not references(tests, "g")
+    assert count_checks("def test_a(:") == 0
+
+
+def test_clean_module_drops_tests_main_and_self_imports():
+    code = d("""
+        from arith import mul
+        def mul(a, b):
+            return a * b
+
+        def test_mul():
+            assert mul(2, 3) == 6
+
+        if __name__ == "__main__":
+            test_mul()
+        """)
+    out = clean_module(code, "arith")
+    assert defined_names(out) == {"mul"}
+    assert "arith" not in out and "__main__" not in out
+
+
+# --- signatures -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("signature", [
+    "def add(a, b)",
+    "def add(a, b):",
+    "def add(a: int, b: int) -> int:",
+    "def add(a, b): ...",
+    "  def add(a,\n          b) -> int:",
+])
+def test_signature_forms_a_model_writes_all_parse(signature):
+    sig = parse_signature(signature)
+    assert isinstance(sig, ast.FunctionDef) and sig.name == "add"
+    assert check_signature("def add(a, b):\n    return a + b\n", signature) is None
+
+
+def test_class_signature_with_methods():
+    sig = "class Stack:\n    def push(self, item)\n    def pop(self) -> object"
+    good = ("class Stack:\n    def __init__(self):\n        self.items = []\n    def push(self, item): ...\n"
+            "    def pop(self): ...\n")
+    assert check_signature(good, sig) is None
+    assert check_signature(good.replace("push(self, item)", "push(self, x)"), sig) == \
+        "Stack.push has parameters (self, x) but the contract says (self, item)"
+    assert check_signature(good.replace("def pop", "def peek"), sig) == "Stack has no method pop"
+
+
+@pytest.mark.parametrize(("code", "problem"), [
+    ("def add(a, b, c):\n    pass\n", "add has parameters (a, b, c) but the contract says (a, b)"),
+    ("def add(b, a):\n    pass\n", "add has parameters (b, a) but the contract says (a, b)"),
+    ("def plus(a, b):\n    pass\n", "add is not defined at module level"),
+    ("class add:\n    pass\n", "add is a class but the contract says function"),
+    ("async def add(a, b):\n    pass\n", "add is async function but the contract says function"),
+    ("def add(a, b):\n  return (\n", "the code is not valid Python"),
+])
+def test_signature_violations_are_named(code, problem):
+    assert check_signature(code, "def add(a, b):").startswith(problem)
+
+
+def test_defaults_and_annotations_do_not_matter_but_star_args_do():
+    assert check_signature("def f(a: int = 1, b=2) -> int:\n    pass\n", "def f(a, b)") is None
+    assert check_signature("def f(a, *b):\n    pass\n", "def f(a, b)") is not None
+    assert check_signature("def f(a, *, b):\n    pass\n", "def f(a, *, b)") is None
+
+
+@pytest.mark.parametrize("signature", ["", "add(a, b)", "def add(a b)", "def a(x)\ndef b(y)"])
+def test_bad_signatures_are_rejected(signature):
+    with pytest.raises(AssemblyError):
+        parse_signature(signature)
+
+
+# --- small-model habits: loose asserts, bodies in signatures, wrong expected values ---------------------------
+
+def test_loose_asserts_become_test_functions_with_their_setup():
+    tests = d("""
+        from strutil import count_vowels
+        assert count_vowels('hello world') == 2
+        from strutil import count_vowels
+        word = 'aei'
+        assert count_vowels(word) == 3
+        assert count_vowels('') == 0
+        """)
+    out = normalize_tests(tests, "strutil", ["count_vowels"])
+    assert out.count("from strutil import count_vowels") == 1
+    assert test_names(out) == ["test_count_vowels_1", "test_count_vowels_2"]
+    ns: dict = {}
+    exec(out.replace("from strutil import count_vowels", "count_vowels = lambda s: sum(c in 'aeiou' for c in s)"),
+         ns)  # noqa: S102
+    ns["test_count_vowels_2"]()  # the setup line travelled with its asserts
+    with pytest.raises(AssertionError):
+        ns["test_count_vowels_1"]()
+
+
+@pytest.mark.parametrize(("signature", "header"), [
+    ("def reverse_words(s): return ' '.join(s.split()[::-1])", "def reverse_words(s):"),
+    ("def f(a: int = 3, *, b) -> int", "def f(a: int=3, *, b) -> int:"),
+    ("def is_even(n): return True when n is even, else False.", "def is_even(n):"),  # prose for a body (0.5B)
+    ("class Stack(Base):\n    '''doc'''\n    def push(self, item) -> None: self.items.append(item)\n    def pop(self)",
+     "class Stack(Base):\n    def push(self, item) -> None:\n    def pop(self):"),
+])
+def test_signature_header_drops_bodies(signature, header):
+    assert signature_header(signature) == header
+    assert parse_signature(header).name == parse_signature(signature).name  # the header is a valid signature
+
+
+def test_failed_asserts_and_drop_asserts_on_real_pytest_output(tmp_path):
+    (tmp_path / "m.py").write_text("def f(x):\n    return x + 1\n\ndef g(x):\n    raise ValueError(x)\n")
+    tests = d("""
+        from m import f, g
+
+
+        def test_f():
+            assert f(1) == 2
+            assert f(2) == 4
+
+
+        def test_g():
+            assert g(1) == 1
+
+
+        def test_only_wrong():
+            assert f(0) == 5
+        """)
+    (tmp_path / "test_m.py").write_text(tests)
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=short"],
+                         cwd=tmp_path, capture_output=True, text=True).stdout
+    fails = failed_asserts(out, "test_m.py")
+    # test_g fails by an exception inside the code: never a candidate for "the test is wrong".
+    assert [(f.line, f.source) for f in fails] == [(6, "assert f(2) == 4"), (14, "assert f(0) == 5")]
+    assert "assert 3 == 4" in fails[0].message
+    amended = drop_asserts(tests, {6, 14})
+    assert "f(2) == 4" not in amended and "f(1) == 2" in amended
+    assert "test_only_wrong" not in amended  # left without any check, the test goes
+    assert "def test_g" in amended
+    ast.parse(amended)
