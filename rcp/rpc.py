@@ -1,0 +1,243 @@
+"""RPC between swarm processes over hivemind's libp2p: ``info`` (unary) and ``solve`` (a stream).
+
+Transport: the DHT's own p2p daemon, reached through ``dht.replicate_p2p()``; ``SwarmServicer`` is a hivemind
+``ServicerBase`` whose typed ``rpc_*`` methods become handlers, and its derived stub is used by callers.
+Every message is a ``google.protobuf.BytesValue`` holding the JSON of one versioned pydantic record below;
+nothing is ever pickled.
+
+* ``info``: ``InfoRequest`` in, ``InfoReply`` (the node's live ``PeerRecord`` and counters) out.
+* ``solve``: ``SolveRequest`` (a ``TaskSpec``) in, a stream of ``SolveMessage`` out: progress events, ending
+  with exactly one result or error. Closing the stream early (the caller gave up, timed out or died) cancels
+  the solve on the serving node, which closes the streams of its own children, and so on down the tree.
+
+Input that is oversized, not JSON of the right record, or of an unknown protocol version gets an
+``ErrorReply`` and the node keeps serving. Bytes that are not even a protobuf are refused by hivemind's
+framing (a unary call gets an error, a stream is closed) before they reach us.
+
+Deliberately left out: choosing peers (``rcp.membership``), what solving means (``rcp.solver``), retries
+(``rcp.delegate``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator as AsyncIteratorABC
+from collections.abc import Callable
+from contextlib import aclosing
+from typing import Annotated, AsyncIterator, Literal, Protocol  # noqa: UP035 - hivemind reads typing.AsyncIterator
+
+from google.protobuf.wrappers_pb2 import BytesValue
+from hivemind.p2p import P2PContext, PeerID, ServicerBase
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from rcp.errors import RcpError
+from rcp.membership import PeerRecord, short_id
+from rcp.records import PROTOCOL_VERSION, ProgressEvent, Record, TaskResult, TaskSpec
+
+logger = logging.getLogger(__name__)
+
+RPC_VERSION = 1
+NAMESPACE = "rcp"  # handler names become "rcp::SwarmServicer.rpc_solve", apart from hivemind's own
+# A TaskSpec is bounded by its field limits at a few MB in theory; real ones are < 100 kB. 2 MiB matches the
+# largest unary payload hivemind's p2pd bindings accept, so both handlers refuse at the same size.
+MAX_REQUEST_BYTES = 2 * 1024 * 1024
+INFO_TIMEOUT = 5.0  # seconds; an info round trip is ~1 ms on loopback, a peer this slow is as good as gone
+
+
+class RemoteError(RcpError):
+    """The peer answered with an ``ErrorReply`` (it is alive; the request or its work failed)."""
+
+    def __init__(self, code: str, message: str, peer: str = "") -> None:
+        super().__init__(f"peer {short_id(peer)} answered {code}: {message}" if peer else f"{code}: {message}")
+        self.code = code
+
+
+class PeerUnavailable(RcpError):
+    """The peer could not be reached, or its stream broke before it sent a result (it died or hung up)."""
+
+
+class ShuttingDown(RcpError):
+    """The node is stopping and takes no new work."""
+
+
+# --- wire records -------------------------------------------------------------------------------------------
+
+
+class InfoRequest(Record):
+    type: Literal["info"] = "info"
+    version: int = RPC_VERSION
+
+
+class SolveRequest(Record):
+    type: Literal["solve"] = "solve"
+    version: int = RPC_VERSION
+    spec: TaskSpec
+
+
+class ErrorReply(Record):
+    type: Literal["error"] = "error"
+    version: int = RPC_VERSION
+    code: Literal["malformed", "too_large", "unsupported_version", "failed", "shutting_down"]
+    message: str = Field(default="", max_length=4096)
+
+
+class InfoReply(Record):
+    type: Literal["info"] = "info"
+    version: int = RPC_VERSION
+    node: PeerRecord
+    uptime_s: float = 0.0
+    solves_started: int = 0
+    solves_finished: int = 0
+    solves_cancelled: int = 0
+
+
+class SolveMessage(Record):
+    """One item of a solve stream: exactly one of ``event`` / ``result`` is set (``type`` says which)."""
+
+    type: Literal["event", "result"]
+    version: int = RPC_VERSION
+    event: ProgressEvent | None = None
+    result: TaskResult | None = None
+
+
+_info_reply = TypeAdapter(Annotated[InfoReply | ErrorReply, Field(discriminator="type")])
+_solve_item = TypeAdapter(Annotated[SolveMessage | ErrorReply, Field(discriminator="type")])
+
+
+def encode(record: BaseModel) -> BytesValue:
+    return BytesValue(value=record.model_dump_json().encode())
+
+
+def parse_request(data: bytes, model: type[Record]) -> Record | ErrorReply:
+    """The request record, or the ``ErrorReply`` that tells the caller what was wrong with it."""
+    if len(data) > MAX_REQUEST_BYTES:
+        return ErrorReply(code="too_large", message=f"request is {len(data)} bytes; the limit is {MAX_REQUEST_BYTES}")
+    try:
+        # The version is read before the full validation, so a future peer gets "unsupported version" and not a
+        # confusing field error about a record it built correctly for its own protocol.
+        head = _VersionOnly.model_validate_json(data)
+    except ValidationError as e:
+        return ErrorReply(code="malformed", message=f"not a JSON request record: {_first_error(e)}")
+    if head.version != RPC_VERSION:
+        return ErrorReply(code="unsupported_version",
+                          message=f"RPC version {head.version} is not supported; this node speaks {RPC_VERSION}")
+    try:
+        request = model.model_validate_json(data)
+    except ValidationError as e:
+        return ErrorReply(code="malformed", message=f"bad {model.__name__}: {_first_error(e)}")
+    spec = getattr(request, "spec", None)
+    if spec is not None and spec.version != PROTOCOL_VERSION:
+        return ErrorReply(code="unsupported_version", message=f"TaskSpec version {spec.version} is not supported; "
+                                                              f"this node speaks {PROTOCOL_VERSION}")
+    return request
+
+
+class _VersionOnly(BaseModel):
+    version: int
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "body"
+    return f"{where}: {err['msg']}"[:500]
+
+
+# --- serving ------------------------------------------------------------------------------------------------
+
+
+class SwarmHandler(Protocol):
+    """What a node supplies to the servicer."""
+
+    def info(self) -> InfoReply: ...
+
+    def solve(self, spec: TaskSpec, remote: str) -> AsyncIteratorABC[ProgressEvent | TaskResult]:
+        """Progress events, then the final result; raising ends the stream with an ``ErrorReply``."""
+
+
+class SwarmServicer(ServicerBase):
+    """The typed RPC handlers; ``get_stub`` (from ``ServicerBase``) derives the caller side."""
+
+    def __init__(self, handler: SwarmHandler) -> None:
+        self.handler = handler
+
+    async def rpc_info(self, request: BytesValue, context: P2PContext) -> BytesValue:
+        parsed = parse_request(request.value, InfoRequest)
+        if isinstance(parsed, ErrorReply):
+            logger.warning("refused an info request from %s: %s", short_id(context.remote_id), parsed.message)
+            return encode(parsed)
+        return encode(self.handler.info())
+
+    async def rpc_solve(self, request: BytesValue, context: P2PContext) -> AsyncIterator[BytesValue]:
+        parsed = parse_request(request.value, SolveRequest)
+        if isinstance(parsed, ErrorReply):
+            logger.warning("refused a solve request from %s: %s", short_id(context.remote_id), parsed.message)
+            yield encode(parsed)
+            return
+        try:
+            async with aclosing(self.handler.solve(parsed.spec, str(context.remote_id))) as items:
+                async for item in items:
+                    if isinstance(item, TaskResult):
+                        yield encode(SolveMessage(type="result", result=item))
+                    else:
+                        yield encode(SolveMessage(type="event", event=item))
+        except Exception as e:  # the caller gets one line; hivemind would otherwise log a traceback and hang up
+            logger.warning("solve %s failed: %s: %s", parsed.spec.task_id, type(e).__name__, e)
+            logger.debug("solve failure", exc_info=True)
+            code = "shutting_down" if isinstance(e, ShuttingDown) else "failed"
+            yield encode(ErrorReply(code=code, message=f"{type(e).__name__}: {e}"[:4096]))
+
+
+# --- calling ------------------------------------------------------------------------------------------------
+
+
+class RpcClient:
+    """Calls ``info`` and ``solve`` on other peers through one process's p2p handle."""
+
+    def __init__(self, p2p) -> None:
+        self.p2p = p2p
+
+    def _stub(self, peer: str):
+        return SwarmServicer.get_stub(self.p2p, PeerID.from_base58(peer), namespace=NAMESPACE)
+
+    async def info(self, peer: str, timeout: float = INFO_TIMEOUT) -> InfoReply:
+        try:
+            reply = await self._stub(peer).rpc_info(encode(InfoRequest()), timeout=timeout)
+        except TimeoutError as e:
+            raise PeerUnavailable(f"peer {short_id(peer)} did not answer info within {timeout:.0f} s") from e
+        except Exception as e:
+            raise PeerUnavailable(f"peer {short_id(peer)} unreachable: {type(e).__name__}: {e}") from e
+        return _decode(_info_reply, reply, peer)
+
+    async def solve(self, peer: str, spec: TaskSpec, on_event: Callable[[ProgressEvent], object]) -> TaskResult:
+        """Run ``spec`` on ``peer``, passing its progress events to ``on_event``; return its result.
+
+        Raises ``PeerUnavailable`` if the stream cannot be opened or ends without a result, and ``RemoteError``
+        if the peer reports a failure. Cancelling this coroutine closes the stream, which cancels the remote work.
+        """
+        try:
+            stream = await self._stub(peer).rpc_solve(encode(SolveRequest(spec=spec)))
+        except Exception as e:
+            raise PeerUnavailable(f"peer {short_id(peer)} unreachable: {type(e).__name__}: {e}") from e
+        try:
+            async with aclosing(stream) as messages:
+                async for raw in messages:
+                    message = _decode(_solve_item, raw, peer)
+                    if message.type == "event":
+                        on_event(message.event)
+                    else:
+                        return message.result
+        except RemoteError:
+            raise
+        except Exception as e:  # a broken stream surfaces as P2PHandlerError, ConnectionError, IncompleteRead...
+            raise PeerUnavailable(f"stream from peer {short_id(peer)} broke: {type(e).__name__}: {e}") from e
+        raise PeerUnavailable(f"peer {short_id(peer)} hung up before sending a result (did it die?)")
+
+
+def _decode(adapter: TypeAdapter, raw: BytesValue, peer: str):
+    try:
+        message = adapter.validate_json(raw.value)
+    except ValidationError as e:
+        raise RemoteError("malformed", f"unreadable reply: {_first_error(e)}", peer) from e
+    if isinstance(message, ErrorReply):
+        raise RemoteError(message.code, message.message, peer)
+    return message
