@@ -603,3 +603,37 @@ def signature_line(signature: str) -> str:
     """The first header line of a signature, for short listings (``def add(a, b)``)."""
     first = signature.strip().splitlines()[0].strip() if signature.strip() else ""
     return first.rstrip(":").rstrip()
+
+
+def cap_checks(tests: str, limit: int) -> str:
+    """Keep the first ``limit`` asserts of generated tests; later ones are dropped, and so is a test left empty.
+
+    Why: at low temperature a small model can list asserts until max_tokens (seen with the 0.5B: 90 asserts on
+    ``is_prime``, several with wrong expected values); every extra assert is another chance of a wrong
+    expectation, and a huge test listing in the next prompt makes the model echo it instead of writing code.
+    """
+    tree = ast.parse(tests)
+    asserts = sorted((n for n in ast.walk(tree) if isinstance(n, ast.Assert)), key=lambda n: n.lineno)
+    if len(asserts) <= limit:
+        return tests
+    drop = {(n.lineno, n.end_lineno) for n in asserts[limit:]}
+    lines = tests.splitlines(keepends=True)
+    cut: list[tuple[int, int]] = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            dropped = [s for s in node.body if isinstance(s, ast.Assert) and (s.lineno, s.end_lineno) in drop]
+            if dropped and len(dropped) == len(node.body):
+                start = min([d.lineno for d in node.decorator_list] + [node.lineno])
+                cut.append((start, node.end_lineno))
+                continue
+        for s in ast.walk(node):
+            if isinstance(s, ast.Assert) and (s.lineno, s.end_lineno) in drop:
+                cut.append((s.lineno, s.end_lineno))
+    for start, end in sorted(set(cut), reverse=True):
+        del lines[start - 1:end]
+    text = "".join(lines)
+    try:
+        ast.parse(text)
+    except SyntaxError:  # e.g. a nested block emptied; keep the tests whole rather than break them
+        return tests
+    return text

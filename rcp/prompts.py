@@ -199,7 +199,20 @@ def code(spec: TaskSpec, tests_text: str, *, previous: str = "", failure: str = 
     if previous or failure:
         blocks.append(f"Previous attempt:\n{_fence(clip(previous, MAX_LISTING))}\nIt failed:\n"
                       f"{clip(failure, MAX_FAILURE)}\nFix the code and reply with the whole corrected module.")
+    # The instruction comes last, after any listing: shown tests last, the 0.5B echoed them back (seen in a real
+    # run) instead of writing the module.
+    names = [spec.contract.name] if spec.contract else _imported_names(tests_text, spec.module)
+    what = f" defining {', '.join(names)}" if names else ""
+    blocks.append(f"Now write {spec.module}.py{what}: the implementation only, not the tests.")
     return [ChatMessage(role="system", content=system), ChatMessage(role="user", content=_join(*blocks))]
+
+
+def _imported_names(tests_text: str, module: str) -> list[str]:
+    """Names the tests import from the module (``from m import a, b``), in order."""
+    names: list[str] = []
+    for m in re.finditer(rf"^from {re.escape(module)} import ([\w, ]+)$", tests_text, re.MULTILINE):
+        names += [n.strip() for n in m.group(1).split(",") if n.strip() and n.strip() not in names]
+    return names
 
 
 def glue(spec: TaskSpec, assembled: str, parts: Sequence[str]) -> list[ChatMessage]:

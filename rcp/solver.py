@@ -64,6 +64,7 @@ from rcp.assemble import (
     FailedAssert,
     Piece,
     assemble,
+    cap_checks,
     check_signature,
     clean_module,
     count_checks,
@@ -109,7 +110,8 @@ PLAN_ASKS = 3  # a plan and two re-asks with the validation error
 TEST_ASKS = 2
 DECIDE_ASKS = 2
 DECIDE_TOKENS = 256  # a one-sentence reason and an action fit in ~80 tokens
-TESTS_TOKENS = 600  # 6 short tests are ~250 tokens; a model repeating one assert is cut off sooner
+TESTS_TOKENS = 400  # 6 short tests are ~250 tokens; a model repeating one assert is cut off sooner
+MAX_GENERATED_CHECKS = 8  # asserts kept of generated tests (rcp.assemble.cap_checks says why)
 PLAN_TOKENS = 1536  # 4 parts at the Plan schema's string bounds (~1000 chars each) are ~1200 tokens
 THIN_TESTS = 2  # contract tests with fewer checks than this get generated tests added
 CHILD_TIME_SHARE = 0.8  # parts may use this share of the remaining time; the rest is kept for integration
@@ -440,6 +442,7 @@ class Solver:
                 reply = await self._chat(t, prompts.tests(spec, base, error=error),
                                          max_tokens=min(TESTS_TOKENS, self.llm.max_tokens))
                 gen = normalize_tests(prompts.parse_code_reply(reply, want_tests=True), spec.module, names)
+                gen = cap_checks(gen, MAX_GENERATED_CHECKS)
                 if c is not None and not references(gen, c.name):
                     raise ModelOutputError(f"the tests never use {c.name}")
                 if count_checks(gen) == 0:

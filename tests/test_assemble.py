@@ -302,3 +302,18 @@ def test_failed_asserts_and_drop_asserts_on_real_pytest_output(tmp_path):
     assert "test_only_wrong" not in amended  # left without any check, the test goes
     assert "def test_g" in amended
     ast.parse(amended)
+
+
+def test_cap_checks_keeps_the_first_asserts_and_drops_emptied_tests():
+    from rcp.assemble import cap_checks, count_checks
+
+    tests = (
+        "from m import f\n\n\n"
+        "def test_a():\n    assert f(1) == 1\n    assert f(2) == 2\n    assert f(3) == 3\n\n\n"
+        "def test_b():\n    assert f(4) == 4\n    assert f(5) == 5\n"
+    )
+    capped = cap_checks(tests, 2)
+    assert count_checks(capped) == 2
+    assert "f(1)" in capped and "f(2)" in capped and "f(3)" not in capped
+    assert "def test_b" not in capped, "a test whose asserts were all dropped goes too"
+    assert cap_checks(tests, 10) == tests
