@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# `make demo`: boot the swarm (python network.py), solve one demo task with submit_task.py, shut down.
+# DEMO_TASK overrides the task; extra settings pass through RCP_* variables (e.g. RCP_NUM_NODES=3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+TASK=${DEMO_TASK:-"Write a Python module textstats.py with four functions: word_count(text) returning the number of whitespace-separated words, char_frequency(text) returning a dict of character counts ignoring spaces, most_common_word(text) returning the most frequent lower-cased word (ties: the first seen), and is_palindrome(text) ignoring case, spaces and punctuation."}
+OUT=${DEMO_OUT:-demo-output}
+mkdir -p .rcp
+LOG=.rcp/demo-network.log
+
+$PY network.py >"$LOG" 2>&1 &
+launcher=$!
+stop() {
+  if kill -0 "$launcher" 2>/dev/null; then
+    echo "[demo] stopping the swarm" >&2
+    kill -TERM "$launcher" 2>/dev/null || true
+    wait "$launcher" 2>/dev/null || true
+  fi
+}
+trap stop EXIT INT TERM
+
+echo "[demo] booting the swarm (log: $LOG)" >&2
+for _ in $(seq 1 600); do
+  if grep -q "swarm ready" "$LOG"; then break; fi
+  if ! kill -0 "$launcher" 2>/dev/null; then cat "$LOG" >&2; echo "error: network.py stopped before the swarm was ready" >&2; exit 1; fi
+  sleep 1
+done
+grep "swarm ready" "$LOG" >&2 || { echo "error: the swarm was not ready after 600 s; see $LOG" >&2; exit 1; }
+
+echo "[demo] task: $TASK" >&2
+set +e
+$PY submit_task.py --out "$OUT" "$TASK"
+rc=$?
+set -e
+echo "[demo] submit_task.py exited $rc; result files in $OUT/" >&2
+exit $rc
