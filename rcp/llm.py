@@ -7,27 +7,35 @@ Backends implement only ``_generate``:
 * ``LlamaCppLLM``: llama-cpp-python on a local GGUF. The blocking call runs in a worker thread, so the
   process's event loop keeps serving heartbeats and RPC; one generation at a time per loaded model.
   Structured calls pass the pydantic JSON schema to llama.cpp's grammar-constrained decoding.
+  ``grammar_schema`` rewrites a pydantic schema into the subset llama-cpp-python's converter handles.
 * ``ScriptedLLM``: canned replies for tests and for swarm tests that exercise the protocol, selected by
   ``LLM_BACKEND = "scripted"``. It records every prompt it was asked.
 
-Deliberately left out: prompt wording (``rcp.prompts``), retries (callers decide), streaming tokens.
+``create_llm(settings)`` builds the backend the settings name. Deliberately left out: prompt wording
+(``rcp.prompts``), retries (callers decide), streaming tokens, interrupting a generation that has started.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
-from rcp.errors import ConfigError, ModelOutputError
+from rcp.errors import ConfigError, InfrastructureError, ModelMissingError, ModelOutputError
+from rcp.slots import HostSlots, default_slots
+
+if TYPE_CHECKING:
+    from rcp.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -96,13 +104,20 @@ class LLM(ABC):
         """A validated ``schema`` instance; raises ``ModelOutputError`` (retryable) when the reply does not fit."""
         gen = await self._timed("structured", _as_messages(messages), max_tokens, temperature,
                                 schema.model_json_schema())
+        hint = " (reply cut off at max_tokens)" if gen.finish_reason == "length" else ""
         try:
-            return schema.model_validate_json(_json_slice(gen.text))
+            # strict=False accepts raw newlines inside strings: llama.cpp's JSON grammar allows them and small
+            # models put code there verbatim. Re-dumping keeps pydantic's JSON-mode validation rules.
+            data = json.loads(_json_slice(gen.text), strict=False)
+        except json.JSONDecodeError as e:
+            self.calls[-1].ok = False
+            raise ModelOutputError(f"model reply is not JSON for {schema.__name__}: {e}{hint}", raw=gen.text) from e
+        try:
+            return schema.model_validate_json(json.dumps(data))
         except ValidationError as e:
             self.calls[-1].ok = False
             first = e.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "reply"
-            hint = " (reply cut off at max_tokens)" if gen.finish_reason == "length" else ""
             raise ModelOutputError(f"model reply is not a valid {schema.__name__}: {where}: {first['msg']}{hint}",
                                    raw=gen.text) from e
 
@@ -122,7 +137,7 @@ class LLM(ABC):
     def total_tokens(self) -> int:
         return sum(c.prompt_tokens + c.completion_tokens for c in self.calls)
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook: backends without resources keep it
         """Release the model. Safe to call twice."""
 
 
@@ -177,3 +192,265 @@ class ScriptedLLM(LLM):
                 text = reply if isinstance(reply, str) else json.dumps(reply)
                 return Generation(text=text, prompt_tokens=len(prompt) // 4, completion_tokens=len(text) // 4)
         raise AssertionError(f"ScriptedLLM has no rule matching prompt: {prompt[-300:]!r}")
+
+
+# --- llama.cpp backend ----------------------------------------------------------------------------------
+
+# Keys that only document a schema; the grammar converter ignores them, so they are dropped to keep it small.
+_ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment", "deprecated", "readOnly"})
+# Keys whose values are literal JSON, not sub-schemas, and must not be rewritten.
+_LITERALS = frozenset({"enum", "const", "required", "pattern", "format", "type"})
+# Keys whose values map names to sub-schemas; the names are data (a property may be called "title").
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
+# The converter spells out "at most N" as N nested optional groups. llama.cpp's parser accepts N = 1000 but
+# rejects N = 2000 ("exceeds sane defaults", measured with 0.3.36), and a rejected grammar segfaults the first
+# sampled token. Larger bounds are left to pydantic's validation afterwards (a retryable ModelOutputError).
+GRAMMAR_MAX_REPEAT = 512
+
+
+def grammar_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite a pydantic JSON schema into the form llama-cpp-python's json-schema-to-grammar handles.
+
+    * ``$ref``s into ``$defs`` are inlined. The converter resolves refs itself only when the root is not a
+      ``$ref`` (a recursive root model fails with KeyError), and a failed conversion makes
+      llama-cpp-python silently fall back to "any JSON", which would let a small model answer in any shape.
+      Recursive references stay as ``$ref`` with the ``$defs`` they need, under an inlined root.
+    * ``allOf`` with a single member (older pydantic's way to annotate a ``$ref``) is merged into its node;
+      the converter's ``allOf`` support keeps only properties, dropping e.g. an enum.
+    * ``maxLength``/``maxItems`` above ``GRAMMAR_MAX_REPEAT`` are dropped (see there); documentation keys
+      go too. ``minimum``/``maximum`` are ignored by the converter and checked by pydantic afterwards.
+    """
+    defs: dict[str, Any] = schema.get("$defs") or schema.get("definitions") or {}
+    recursive: set[str] = set()
+
+    def def_name(ref: str) -> str:
+        for prefix in ("#/$defs/", "#/definitions/"):
+            if ref.startswith(prefix) and ref[len(prefix):] in defs:
+                return ref[len(prefix):]
+        raise ValueError(f"unsupported $ref {ref!r}: only local #/$defs/ references can become a grammar")
+
+    def walk(node: Any, stack: frozenset[str]) -> Any:
+        if isinstance(node, list):
+            return [walk(item, stack) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in _ANNOTATIONS or key in ("$defs", "definitions", "$ref", "$schema"):
+                continue
+            if key in _LITERALS:
+                out[key] = value
+            elif key in _SCHEMA_MAPS:
+                out[key] = {name: walk(sub, stack) for name, sub in value.items()}
+            elif key in ("maxLength", "maxItems") and isinstance(value, int) and value > GRAMMAR_MAX_REPEAT:
+                continue
+            else:
+                out[key] = walk(value, stack)
+        if "$ref" in node:
+            name = def_name(node["$ref"])
+            if name in stack:
+                recursive.add(name)
+                return {"$ref": f"#/$defs/{name}", **out}
+            out = {**walk(defs[name], stack | {name}), **out}
+        all_of = out.get("allOf")
+        if isinstance(all_of, list) and len(all_of) == 1 and isinstance(all_of[0], dict):
+            out = {**all_of[0], **{k: v for k, v in out.items() if k != "allOf"}}
+        return out
+
+    result = walk(schema, frozenset())
+    kept: dict[str, Any] = {}
+    while pending := recursive - kept.keys():
+        for name in sorted(pending):
+            kept[name] = walk(defs[name], frozenset({name}))
+    if kept:
+        result["$defs"] = kept
+    return result
+
+
+def _fetch_advice(path: Path) -> str:
+    """What to do about a missing or damaged model file, for one-line error messages."""
+    try:
+        from rcp.models import fetch_hint
+    except ImportError:  # the model catalogue is optional for this one message
+        hint = f"python -m rcp.models fetch {path.stem}"
+    else:
+        hint = fetch_hint(path)
+    # fetch_hint gives a command for catalogue files and a sentence for files it does not know.
+    return f"fetch it with: {hint}" if hint.startswith("python ") else hint
+
+
+def _builds_amx() -> bool:
+    """Whether this llama.cpp build repacks weights for Intel AMX.
+
+    Its AMX matmul segfaults on the first decode on this project's Xeon machines (llama.cpp issue #20824,
+    reproduced with llama-cpp-python 0.3.36 built with GGML_NATIVE on a CPU with amx_int8).
+    """
+    import llama_cpp
+
+    return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
+
+
+# Loading temporarily swaps a function in the llama_cpp module (see _load_llama); one load at a time.
+_LOAD_LOCK = threading.Lock()
+
+
+def _load_llama(path: Path, n_threads: int, n_ctx: int, seed: int | None) -> Any:
+    """Blocking load of a GGUF file; runs in a worker thread."""
+    import llama_cpp
+    from llama_cpp import Llama
+
+    lib = llama_cpp.llama_cpp
+    no_extra_buffers = _builds_amx()
+    with _LOAD_LOCK:
+        default_params = lib.llama_model_default_params
+        if no_extra_buffers:
+            # Llama() exposes no flag for llama_model_params.use_extra_bufts, and AMX's buffer is one of
+            # those "extra" buffer types, so the defaults are patched for the duration of this load only.
+            def params_without_extra_buffers():
+                params = default_params()
+                params.use_extra_bufts = False
+                return params
+
+            lib.llama_model_default_params = params_without_extra_buffers
+        try:
+            # verbose=False also silences llama.cpp's load log by pointing fds 1 and 2 at /dev/null for the
+            # ~0.3-2 s of the load: lines other threads log in that window are lost.
+            return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                         seed=llama_cpp.LLAMA_DEFAULT_SEED if seed is None else seed, verbose=False)
+        finally:
+            lib.llama_model_default_params = default_params
+
+
+class LlamaCppLLM(LLM):
+    """A local GGUF model run by llama-cpp-python. Build it with ``await LlamaCppLLM.create(path, ...)``.
+
+    Generation runs in a worker thread, one at a time (a llama context is not thread-safe). The chat
+    template is the one in the GGUF. A cancelled caller returns at once, but the generation it started
+    cannot be interrupted: it runs to its end (at most ``max_tokens``) before the next one starts.
+    """
+
+    def __init__(self, llama: Any, path: Path, *, max_tokens: int, temperature: float,
+                 slots: HostSlots | None = None) -> None:
+        super().__init__(path.stem, max_tokens=max_tokens, temperature=temperature)
+        self._slots = slots  # host-wide generation limit shared with the other nodes (rcp.slots)
+        self.path = path
+        self.n_ctx: int = llama.n_ctx()
+        self._llama: Any = llama
+        self._lock = asyncio.Lock()
+        self._grammars: dict[str, dict[str, Any]] = {}  # schema JSON -> checked grammar schema
+
+    @classmethod
+    async def create(cls, path: Path | str, *, n_threads: int = 2, n_ctx: int = 4096, max_tokens: int = 1024,
+                     temperature: float = 0.2, seed: int | None = None,
+                     slots: HostSlots | None = None) -> LlamaCppLLM:
+        """Load ``path`` in a worker thread. ``seed`` makes sampling repeatable (llama.cpp treats 0 as random)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ModelMissingError(f"model file {path} not found; {_fetch_advice(path)}")
+        started = time.perf_counter()
+        try:
+            llama = await asyncio.to_thread(_load_llama, path, n_threads, n_ctx, seed)
+        except ValueError as e:  # llama-cpp-python's "Failed to load model from file"
+            raise InfrastructureError(
+                f"cannot load model {path} ({e}): the file is damaged or not a GGUF model; check it with "
+                f"`python -m rcp.models verify NAME`, or delete it and {_fetch_advice(path)}") from e
+        if "tokenizer.chat_template" not in llama.metadata:
+            logger.warning("%s has no chat template; llama-cpp-python falls back to a generic prompt format, "
+                           "so replies will be poor", path.name)
+        logger.info("loaded %s in %.1f s (%d threads, %d-token context)", path.name, time.perf_counter() - started,
+                    n_threads, n_ctx)
+        return cls(llama, path, max_tokens=max_tokens, temperature=temperature, slots=slots)
+
+    def _checked_grammar(self, json_schema: dict[str, Any]) -> dict[str, Any]:
+        """The grammar schema for ``json_schema``, proven to convert and to parse in llama.cpp; cached."""
+        key = json.dumps(json_schema, sort_keys=True)
+        if key in self._grammars:
+            return self._grammars[key]
+        import llama_cpp
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+        prepared = grammar_schema(json_schema)
+        title = json_schema.get("title", "schema")
+        try:
+            gbnf = json_schema_to_gbnf(json.dumps(prepared))
+        except Exception as e:  # the converter raises bare Exceptions (KeyError, AssertionError, ...)
+            raise ValueError(f"{title} cannot be turned into a llama.cpp grammar: {type(e).__name__}: {e}") from e
+        # llama-cpp-python hands the grammar to C++ unchecked, and a grammar that fails to parse there makes
+        # the first sampled token segfault the whole node; parsing it here once turns that into an error.
+        sampler = llama_cpp.llama_sampler_init_grammar(self._llama._model.vocab, gbnf.encode(), b"root")
+        if not sampler:
+            raise ValueError(f"llama.cpp cannot parse the grammar of {title} (its parse error is on stderr)")
+        llama_cpp.llama_sampler_free(sampler)
+        self._grammars[key] = prepared
+        return prepared
+
+    async def _generate(self, messages, *, max_tokens, temperature, json_schema) -> Generation:
+        await self._lock.acquire()
+        try:
+            llama = self._llama  # read under the lock: close() may have freed it while this call queued
+            if llama is None:
+                raise RuntimeError(f"{self.name} is closed")
+            kwargs: dict[str, Any] = {}
+            if json_schema is not None:
+                kwargs["response_format"] = {"type": "json_object", "schema": self._checked_grammar(json_schema)}
+            call = functools.partial(self._complete, llama, messages=[m.model_dump() for m in messages],
+                                     max_tokens=max_tokens, temperature=temperature, **kwargs)
+            job = asyncio.get_running_loop().run_in_executor(None, call)
+        except BaseException:
+            self._lock.release()
+            raise
+        # The lock is released when the thread is done, not when this coroutine ends: a cancelled caller must
+        # not let the next generation start on the same llama context while this one still runs.
+        job.add_done_callback(self._generation_done)
+        try:
+            response = await asyncio.shield(job)
+        except ValueError as e:
+            if "exceed context window" in str(e):
+                # The prompt is the caller's doing (e.g. long test output), so it is a retryable failure of
+                # this attempt, not of the node.
+                raise ModelOutputError(f"prompt does not fit the model's context: {e} (N_CTX = {self.n_ctx})") from e
+            raise
+        except RuntimeError as e:  # llama_decode failed: memory or a broken model, not the prompt's fault
+            raise InfrastructureError(f"llama.cpp failed while generating with {self.name}: {e}") from e
+        choice = response["choices"][0]
+        usage = response.get("usage") or {}
+        return Generation(text=choice["message"].get("content") or "",
+                          prompt_tokens=usage.get("prompt_tokens", 0),
+                          completion_tokens=usage.get("completion_tokens", 0),
+                          finish_reason=choice.get("finish_reason") or "stop")
+
+    def _complete(self, llama: Any, **kwargs: Any) -> dict[str, Any]:
+        """The blocking generation, in a worker thread, holding a host-wide slot while it runs."""
+        if self._slots is None:
+            return llama.create_chat_completion(**kwargs)
+        with self._slots.hold() as waited:
+            if waited > 1.0:
+                logger.debug("waited %.1f s for a generation slot", waited)
+            return llama.create_chat_completion(**kwargs)
+
+    def _generation_done(self, job: asyncio.Future) -> None:
+        self._lock.release()
+        if not job.cancelled() and job.exception() is not None:
+            # Retrieved here so an abandoned (cancelled-caller) failure is logged once, not as "never retrieved".
+            logger.debug("generation ended with %r", job.exception())
+
+    async def close(self) -> None:
+        """Free the model once any running generation has finished. Safe to call twice."""
+        if self._llama is None:
+            return
+        async with self._lock:
+            llama, self._llama = self._llama, None
+            if llama is not None:
+                llama.close()
+                logger.debug("closed %s", self.path.name)
+
+
+async def create_llm(settings: Settings) -> LLM:
+    """The backend ``settings.llm_backend`` names, ready to use; ``await llm.close()`` when done."""
+    if settings.llm_backend == "scripted":
+        if not settings.llm_script:
+            raise ConfigError("LLM_BACKEND = 'scripted' needs LLM_SCRIPT, a JSON file of canned replies")
+        return ScriptedLLM.from_file(settings.resolve(settings.llm_script))
+    slots = HostSlots(settings.generation_slots or default_slots(settings.n_threads))
+    return await LlamaCppLLM.create(settings.model_file, n_threads=settings.n_threads, n_ctx=settings.n_ctx,
+                                    max_tokens=settings.max_tokens, temperature=settings.temperature, slots=slots)
