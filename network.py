@@ -9,7 +9,6 @@ Exit codes: 0 after a clean stop, 1 when the swarm could not start (one line say
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 
@@ -34,16 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_swarm(settings)
 
 
-def exit_now(code: int) -> None:
-    """Exit without interpreter finalization: everything is closed by now, and tearing down torch (imported by
-    hivemind) takes 1-2 s more (measured), which a Ctrl-C that must finish within seconds cannot spare."""
-    import logging
-
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 if __name__ == "__main__":
+    from rcp.cli import exit_now
+
     exit_now(main())
