@@ -1,4 +1,7 @@
-"""The Docker sandbox against a real engine: results, limits, isolation, cleanup and the CLI.
+"""The Docker sandbox against a real engine: results, limits, configuration, cleanup and the CLI.
+
+Hostile programs (endless loop, fork bomb, memory and disk fillers, output flood, network, host files, writes
+outside, symlinks, privilege attempts, daemons) are in ``tests/test_hostile.py``, through the solver's own path.
 
 Tests marked ``docker`` skip only when Docker is unreachable (the ``sandbox_image`` fixture builds the image if
 missing). Nothing here sends a packet anywhere: the network test only lists interfaces.
@@ -114,37 +117,6 @@ async def test_single_py_file_runs_without_cmd_and_output_is_split(sandbox):
         await sandbox.run({"a.py": "print(1)"}, collect=["/etc/passwd"])
 
 
-@pytest.mark.docker
-async def test_infinite_loop_is_killed_at_the_timeout(sandbox):
-    started = time.monotonic()
-    report = await sandbox.run({"loop.py": "print('spinning', flush=True)\nwhile True:\n    pass\n"}, timeout=3)
-    elapsed = time.monotonic() - started
-    assert report.timed_out and report.exit_code is None and not report.ok
-    assert report.stdout == "spinning\n"  # output before the kill is kept
-    assert 2.9 <= report.duration_s < 4.5 and elapsed < 8
-    assert not _containers_of(os.getpid())
-
-
-FORK_BOMB = """
-import os, time
-while True:
-    try:
-        os.fork()
-    except OSError:
-        time.sleep(0.01)
-"""
-
-
-@pytest.mark.docker
-async def test_fork_bomb_is_contained(sandbox):
-    report = await sandbox.run({"bomb.py": FORK_BOMB}, timeout=4)
-    assert report.timed_out and not report.oom_killed and report.duration_s < 6
-    # The host still forks, and the engine still starts a sandbox right after.
-    assert subprocess.run(["true"]).returncode == 0
-    after = await sandbox.run({"a.py": "print('alive')"})
-    assert after.ok and after.stdout == "alive\n"
-
-
 PIDS_PROBE = """
 import os, time
 children = 0
@@ -170,64 +142,18 @@ async def test_pids_limit_stops_forking(sandbox):
 
 
 @pytest.mark.docker
-async def test_memory_hog_is_oom_killed_and_reported(sandbox):
-    report = await sandbox.run({"hog.py": "b = bytearray(1024 ** 3)\nprint('allocated', len(b))\n"})
-    assert report.oom_killed and report.exit_code == 137 and not report.timed_out and not report.ok
-    assert "allocated" not in report.stdout
-    # A non-zero exit without OOM is not flagged.
+async def test_sigkill_without_oom_is_not_flagged_as_oom(sandbox):
+    # The OOM case itself is in test_hostile.py; here the flag must not come from a plain non-zero exit.
     plain = await sandbox.run({"a.py": "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n"})
     assert plain.exit_code == 137 and not plain.oom_killed
 
 
-DISK_FILLER = """
-import errno, os
-
-def write(paths, mb_per_file):
-    written = 0
-    try:
-        for path in paths:
-            with open(path, "wb") as f:
-                for _ in range(mb_per_file):
-                    f.write(b"x" * (1 << 20))
-                    f.flush()
-                    written += 1 << 20
-    except OSError as e:
-        return errno.errorcode[e.errno], written
-    return "none", written
-
-print(*write([f"/work/many{i}" for i in range(100)], 8))  # 8 MB files until the work dir is full
-for name in os.listdir("/work"):
-    if name.startswith("many"):
-        os.remove(name)
-print(*write(["/work/big"], 64))  # one file, stopped by the file size limit
-print(*write([f"/tmp/t{i}" for i in range(100)], 8))  # /tmp is small as well
-"""
-
-
 @pytest.mark.docker
-async def test_disk_filler_hits_the_tmpfs_and_file_size_limits(sandbox):
-    report = await sandbox.run({"fill.py": DISK_FILLER})
-    assert report.exit_code == 0, report.stderr
-    lines = [line.split() for line in report.stdout.splitlines()]
-    (work_err, work_bytes), (big_err, big_bytes), (tmp_err, tmp_bytes) = [(e, int(n)) for e, n in lines]
-    mb = 1 << 20
-    assert work_err == "ENOSPC" and 40 * mb <= work_bytes <= LIMITS.tmpfs_mb * mb
-    assert big_err == "EFBIG" and big_bytes == LIMITS.file_size_mb * mb
-    assert tmp_err == "ENOSPC" and tmp_bytes <= 16 * mb
-    assert not report.oom_killed and not report.timed_out
-
-
-@pytest.mark.docker
-async def test_flood_of_output_is_capped_and_killed(sandbox):
-    started = time.monotonic()
-    report = await sandbox.run({"flood.py": "for _ in range(100):\n    print('x' * 1_000_000)\n"})
-    cap = LIMITS.output_bytes
-    assert report.output_truncated and report.output_limit_exceeded and report.exit_code is None
-    assert len(report.stdout.encode()) == cap and report.stdout == "x" * cap
-    assert OUTPUT_CEILING_FACTOR * cap < report.stdout_bytes < 100_000_000
-    assert time.monotonic() - started < 10  # killed, not read to the end
-    # Below the ceiling: counted and truncated, but the run completes normally.
+async def test_output_below_the_ceiling_is_truncated_not_killed(sandbox):
+    # A flood past the ceiling is in test_hostile.py; below it the output is counted and cut, and the run completes.
     chatty = await sandbox.run({"c.py": "import sys\nsys.stderr.write('e' * 200_000)\nprint('done')\n"})
+    cap = LIMITS.output_bytes
+    assert 200_000 < OUTPUT_CEILING_FACTOR * cap
     assert chatty.ok and chatty.output_truncated and not chatty.output_limit_exceeded
     assert chatty.stderr_bytes == 200_000 and len(chatty.stderr) == cap and chatty.stdout == "done\n"
 
@@ -238,43 +164,6 @@ async def test_pytest_summary_survives_truncated_output(sandbox):
     report = await sandbox.run({"test_noisy.py": tests}, PYTEST)
     assert report.output_truncated and not report.output_limit_exceeded
     assert (report.tests_passed, report.tests_failed) == (0, 1)
-
-
-NET_PROBE = """
-import os
-print(" ".join(sorted(os.listdir("/sys/class/net"))))
-for line in open("/proc/net/dev").read().splitlines()[2:]:
-    print(line.split(":")[0].strip())
-"""
-
-
-@pytest.mark.docker
-async def test_container_has_only_loopback(sandbox):
-    report = await sandbox.run({"net.py": NET_PROBE})
-    assert report.ok and report.stdout.split("\n") == ["lo", "lo", ""]
-
-
-WRITE_PROBE = """
-import errno, os
-for path in ["/evil", "/etc/evil", "/usr/lib/evil", "/var/evil", "/root/evil", "/work/../evil", "/dev/evil",
-             "/proc/evil", "/sys/fs/cgroup/evil", "/work/ok", "/tmp/ok", "/dev/shm/ok"]:
-    try:
-        with open(path, "w") as f:
-            f.write("x")
-        print(path, "written")
-    except OSError as e:
-        print(path, errno.errorcode[e.errno])
-"""
-
-
-@pytest.mark.docker
-async def test_writing_outside_the_work_dir_fails(sandbox):
-    report = await sandbox.run({"w.py": WRITE_PROBE})
-    results = dict(line.split() for line in report.stdout.splitlines())
-    assert len(results) == 12
-    for path in ["/work/ok", "/tmp/ok", "/dev/shm/ok"]:
-        assert results.pop(path) == "written"
-    assert all(result in ("EROFS", "EACCES", "ENOENT") for result in results.values()), results
 
 
 LOCKDOWN_PROBE = """
@@ -300,8 +189,7 @@ print(os.environ["HOME"], os.getcwd())
 
 
 @pytest.mark.docker
-async def test_container_is_locked_down(sandbox, monkeypatch):
-    monkeypatch.setenv("RCP_TEST_HOST_SECRET", "must-not-leak")
+async def test_container_is_locked_down(sandbox):
     client = docker.from_env()
     image_env = {e.split("=", 1)[0] for e in client.images.get(sandbox.image).attrs["Config"].get("Env") or []}
     client.close()
@@ -321,28 +209,7 @@ async def test_container_is_locked_down(sandbox, monkeypatch):
     # Only our variables, Docker's HOSTNAME, sh's PWD and the image's own ENV lines: nothing of the host's.
     assert set(env.split()) - image_env == {"HOME", "LANG", "TMPDIR", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED",
                                             "HOSTNAME", "PWD", "PATH"} - image_env
-    assert "must-not-leak" not in report.stdout and home == "/work /work"
-
-
-SYMLINKS = """
-import os
-os.symlink("/etc/passwd", "leak.txt")
-os.symlink("/etc", "etc")
-os.makedirs("out/deep")
-os.symlink("/etc/passwd", "out/deep/leak.json")
-open("result.txt", "w").write("real result")
-open("out/deep/r.json", "w").write('{"ok": true}')
-open("big.txt", "w").write("z" * 2_000_000)
-"""
-
-
-@pytest.mark.docker
-async def test_collect_returns_regular_files_only_and_never_follows_symlinks(sandbox):
-    wanted = ["leak.txt", "etc/passwd", "result.txt", "out/deep/r.json", "out/deep/leak.json", "big.txt", "nope"]
-    report = await sandbox.run({"plant.py": SYMLINKS}, collect=wanted)
-    assert report.ok, report.stderr
-    assert report.files == {"result.txt": "real result", "out/deep/r.json": '{"ok": true}'}
-    assert not any("root:" in text for text in report.files.values())
+    assert home == "/work /work"
 
 
 @pytest.mark.docker
