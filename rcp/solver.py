@@ -6,7 +6,7 @@ injected: the ``LLM``, the ``Sandbox``, and a ``Delegate`` that sends a subtask 
 The loop (issue 5):
 
 1. **Decide** direct or decompose (schema-constrained, with a reason). At ``MAX_DEPTH`` it executes without
-   asking; a contract that is a single function is tried directly without asking too. Decomposition is
+   asking; a contract that is a single function is solved directly and never split. Decomposition is
    *as needed*: a direct attempt that fails its tests through the retry budget is followed by a decomposition.
 2. **Decompose** into 2..``MAX_SUBTASKS`` contracts. A plan is validated (unique identifiers, signatures and tests
    parse, tests use their part) and an invalid plan is asked again with the error, never executed.
@@ -116,6 +116,9 @@ PLAN_TOKENS = 1536  # 4 parts at the Plan schema's string bounds (~1000 chars ea
 THIN_TESTS = 2  # contract tests with fewer checks than this get generated tests added
 CHILD_TIME_SHARE = 0.8  # parts may use this share of the remaining time; the rest is kept for integration
 MIN_CHILD_SECONDS = 1.0
+# pytest imports conftest.py before collecting: generated code there would run before any test and could forge
+# the verdict (tests/test_hostile.py), so a task naming it gets solution.py.
+_RESERVED_MODULES = {"conftest"}
 _STOP_WORDS = {"that", "which", "with", "for", "to", "of", "in", "and", "the", "a", "an", "containing", "providing",
                "implementing", "where", "whose", "named", "called", "file", "python", "module"}
 
@@ -127,10 +130,10 @@ class PlanError(ValueError):
 def module_name(goal: str) -> str:
     """The module a task names ("a module inventory.py" -> inventory), else ``solution``."""
     for m in re.finditer(r"\b([A-Za-z_][A-Za-z0-9_]*)\.py\b", goal):
-        if is_identifier(m.group(1)) and not m.group(1).startswith("test"):
+        if is_identifier(m.group(1)) and not m.group(1).startswith("test") and m.group(1) not in _RESERVED_MODULES:
             return m.group(1)
     m = re.search(r"\bmodule\s+(?:named\s+|called\s+)?[`'\"]?([A-Za-z_][A-Za-z0-9_]*)", goal, re.I)
-    if m and m.group(1).lower() not in _STOP_WORDS and is_identifier(m.group(1)):
+    if m and m.group(1).lower() not in _STOP_WORDS | _RESERVED_MODULES and is_identifier(m.group(1)):
         return m.group(1)
     return "solution"
 
@@ -372,6 +375,10 @@ class Solver:
             await self._execute(t)
 
     def _may_decompose(self, t: _Task) -> bool:
+        # A single function is not split: measured on the 1.5B, a failed word_count(text) was "decomposed" into a
+        # re-plan of its siblings (the root task is in its mission context), spending 13 calls and 380 s for nothing.
+        if t.spec.contract is not None and t.spec.contract.kind == "function":
+            return False
         # A plan, one LLM call per part and one for integration is the least a decomposition needs.
         return t.spec.depth < self.settings.max_depth and t.calls_left >= 4 and t.remaining() > 4 * MIN_CHILD_SECONDS
 
@@ -408,8 +415,8 @@ class Solver:
         if spec.depth >= self.settings.max_depth:
             return "direct", f"depth {spec.depth} is the depth limit"
         if spec.contract is not None and spec.contract.kind == "function":
-            # Saves an LLM call; a function that fails directly is still decomposed as needed.
-            return "direct", "a single function: try it directly first"
+            # Saves an LLM call; a single function is never split (see _may_decompose).
+            return "direct", "a single function: solved directly"
         for _ in range(DECIDE_ASKS):
             try:
                 d = await self._structured(t, prompts.decide(spec, self.settings.max_subtasks), Decision,

@@ -158,6 +158,18 @@ async def test_at_max_depth_there_is_no_decision_and_no_decomposition(settings):
     assert result.verdict.startswith("not solved: the tests still fail")
 
 
+async def test_a_single_function_contract_that_keeps_failing_is_not_split(settings):
+    from rcp.records import Contract
+    contract = Contract(name="add", kind="function", signature="def add(a, b):", behaviour="a + b", tests=ADD_TESTS)
+    spec = TaskSpec(goal="add(a, b)", root_task=ARITH, contract=contract, module="arith", depth=1,
+                    parent_id="p1", llm_calls=20)
+    llm = ScriptedLLM(rules=arith_rules(add="def add(a, b):\n    return a - b\n"))
+    result, events = await solve(Solver(llm, FakeSandbox(rule=arith_correct), settings), spec)
+    assert not result.solved and result.trace.decision == "direct" and not result.trace.children
+    assert not prompts_with(llm, "[rcp:decide]") and not prompts_with(llm, "[rcp:plan]")
+    assert result.trace.attempts == 2 and result.verdict.startswith("not solved: the tests still fail")
+
+
 # --- decomposition ------------------------------------------------------------------------------------------
 
 async def test_direct_fails_then_decompose_children_integrate(settings):
@@ -551,6 +563,7 @@ async def test_a_broken_progress_display_does_not_break_the_task(settings):
     ("Write a module that parses dates", "solution"),
     ("Write a Python function is_prime(n) with tests", "solution"),
     ("Put it in test_foo.py and bar.py", "bar"),
+    ("Write conftest.py with helpers", "solution"),  # pytest would run it before collecting any test
 ])
 def test_module_name(goal, module):
     assert module_name(goal) == module
