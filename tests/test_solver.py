@@ -418,6 +418,28 @@ async def test_integration_failure_in_one_part_re_solves_that_part_with_evidence
     assert len(result.trace.children) == 3  # add, mul, mul again
 
 
+async def test_a_child_that_honestly_failed_its_contract_is_not_solved_again_with_the_same_tests(settings):
+    wrong = MUL_TESTS.replace("mul(0, 7) == 0", "mul(0, 7) == 7")  # a contract check the planner got wrong
+    plan = {"parts": [ARITH_PLAN["parts"][0], {**ARITH_PLAN["parts"][1], "tests": wrong}]}
+
+    def rule(files):
+        if "mul(0, 7) == 7" in files["test_arith.py"]:
+            return "test_mul: assert mul(0, 7) == 7\nE   assert 0 == 7"
+        return arith_correct(files)
+
+    llm = ScriptedLLM(rules=arith_rules(plan=[plan], extra=[
+        {"match": r"\[rcp:review\]", "replies": [{"reason": "0 * 7 is 0", "wrong": "code"}]},
+        {"match": r"\[rcp:integrate\]", "replies": [fence(ADD + MUL)]}]))
+    result, events = await solve(Solver(llm, FakeSandbox(rule=rule), settings), root(ARITH))
+    # The integration cannot pass the wrong check; the direct attempt after it passes its own tests.
+    assert result.solved and result.trace.decision == "decompose" and "return a * b" in result.code
+    # The child's own two attempts (max_retries=1), and no third or fourth one at the parent.
+    assert len(prompts_with(llm, "[rcp:code]", "Your part: def mul")) == 2
+    assert not prompts_with(llm, "Your part: def mul", "Evidence:")
+    assert any("mul: not solved again here" in n for n in result.trace.notes)
+    assert [e.message.split(":")[0] for e in events if e.kind == EventKind.REJECTED] == ["mul"]
+
+
 async def test_integration_failure_across_parts_asks_the_model_to_fix_the_module(settings):
     def rule(files):
         code, tests = files["arith.py"], files["test_arith.py"]
