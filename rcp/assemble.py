@@ -637,3 +637,47 @@ def cap_checks(tests: str, limit: int) -> str:
     except SyntaxError:  # e.g. a nested block emptied; keep the tests whole rather than break them
         return tests
     return text
+
+
+_BACKTICKED = re.compile(r"`([^`\n]*)`")
+
+
+def task_examples(text: str, module: str, only: str | None = None) -> str:
+    """A test file of the examples a task states as ``name(literals) == literal`` in backticks, else "".
+
+    The user wrote these, so they are the one kind of expected value rcp can trust (a review never drops them).
+    Only calls of a plain name with literal arguments compared to a literal qualify; ``only`` keeps the examples of
+    that one function.
+    """
+    asserts: list[str] = []
+    names: list[str] = []
+    for span in _BACKTICKED.findall(text):
+        if len(span) > 400:
+            continue
+        try:
+            expr = ast.parse(span.strip(), mode="eval").body
+        except SyntaxError:
+            continue
+        if not (isinstance(expr, ast.Compare) and len(expr.ops) == 1 and isinstance(expr.ops[0], ast.Eq)):
+            continue
+        call, want = expr.left, expr.comparators[0]
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)) or (only and call.func.id != only):
+            continue
+        try:
+            for node in [*call.args, *(k.value for k in call.keywords), want]:
+                ast.literal_eval(node)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            continue
+        line = f"assert {ast.unparse(expr)}"
+        if line not in asserts:
+            asserts.append(line)
+            names.append(call.func.id)
+    if not asserts:
+        return ""
+    body = "\n".join(f"    {a}" for a in asserts)
+    return f"from {module} import {', '.join(dict.fromkeys(names))}\n\n\ndef test_examples_from_the_task():\n{body}\n"
+
+
+def assert_sources(tests: str) -> set[str]:
+    """The source lines of the asserts in ``tests``, as pytest shows a failing one."""
+    return {ln.strip() for ln in tests.splitlines() if ln.strip().startswith("assert ")}

@@ -27,6 +27,9 @@ assert fails the same way for two attempts, a ``[rcp:review]`` call judges it; a
 (at most a third of a test file's checks, never all). A parent re-judges any contract check its child dropped
 before accepting the child, and amends the contract only if it agrees.
 
+Examples the task states (```name(literals) == literal``` in backticks) are the only expected values rcp can
+trust: they join the tests of the leaf and of the child contract they concern, and no review ever drops them.
+
 Contract enforcement: a parent never trusts a child's report. It checks the returned code's signature with
 ``ast`` and re-runs the contract tests in its own sandbox run; a child that fails is REJECTED and solved again
 here with the evidence, unless it reported honestly that it failed these very tests after all its attempts (then
@@ -65,6 +68,7 @@ from rcp.assemble import (
     FailedAssert,
     Piece,
     assemble,
+    assert_sources,
     cap_checks,
     check_signature,
     clean_module,
@@ -79,6 +83,7 @@ from rcp.assemble import (
     references,
     signature_header,
     signature_line,
+    task_examples,
 )
 from rcp.errors import BudgetExhausted, ModelOutputError
 from rcp.llm import LLM, ChatMessage
@@ -137,6 +142,17 @@ def module_name(goal: str) -> str:
     if m and m.group(1).lower() not in _STOP_WORDS | _RESERVED_MODULES and is_identifier(m.group(1)):
         return m.group(1)
     return "solution"
+
+
+def _with_examples(tests: str, task: str, module: str, name: str | None) -> str:
+    """``tests`` plus the examples the task states for ``name`` (all of them without a name) not in it yet."""
+    examples = task_examples(task, module, only=name)
+    if not examples or assert_sources(examples) <= assert_sources(tests):
+        return tests
+    try:
+        return merge_tests([Piece("task", examples), Piece("tests", tests)], module).code
+    except AssemblyError:
+        return tests
 
 
 def _spent_on_these_tests(result: TaskResult, contract: Contract) -> bool:
@@ -450,7 +466,9 @@ class Solver:
                 base = normalize_tests(c.tests, spec.module, names)
             except AssemblyError as e:
                 t.trace.notes.append(f"contract tests unusable: {e}")
-        if count_checks(base) >= THIN_TESTS:
+        thin = count_checks(base) < THIN_TESTS
+        base = _with_examples(base, spec.root_task, spec.module, c.name if c else None)
+        if not thin:
             t.tests = base
             return base
         error = ""
@@ -524,7 +542,8 @@ class Solver:
     async def _dispute(self, t: _Task, tests: str, fails: list[FailedAssert], limit: int) -> tuple[str, int]:
         """``tests`` without the failing asserts a review judges wrong (at most ``limit``), and how many went."""
         lines: set[int] = set()
-        for f in fails[:limit]:
+        trusted = assert_sources(task_examples(t.spec.root_task, t.spec.module))
+        for f in [f for f in fails if f.source not in trusted][:limit]:
             key = (t.spec.root_task, f.source)
             if key not in self._reviews:
                 try:
@@ -602,6 +621,8 @@ class Solver:
         timeout = min(self.settings.task_timeout, t.remaining() * CHILD_TIME_SHARE)
         if timeout < MIN_CHILD_SECONDS:
             raise BudgetExhausted(f"wall-clock budget of {spec.timeout_s:.0f} s used up before the parts could start")
+        tests = _with_examples(contract.tests, spec.root_task, spec.module, contract.name)
+        contract = contract.model_copy(update={"tests": tests[:MAX_TEXT]})
         return TaskSpec(parent_id=spec.task_id, root_task=spec.root_task, contract=contract, module=spec.module,
                         goal=f"Write {contract.kind} {contract.name}: {contract.behaviour}"[:MAX_TEXT],
                         ancestors=[*spec.ancestors, goal][-MAX_ANCESTORS:],

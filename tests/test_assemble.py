@@ -11,6 +11,7 @@ from rcp.assemble import (
     AssemblyError,
     Piece,
     assemble,
+    assert_sources,
     check_signature,
     clean_module,
     count_checks,
@@ -23,6 +24,7 @@ from rcp.assemble import (
     references,
     rename,
     signature_header,
+    task_examples,
     test_names,
 )
 
@@ -317,3 +319,20 @@ def test_cap_checks_keeps_the_first_asserts_and_drops_emptied_tests():
     assert "f(1)" in capped and "f(2)" in capped and "f(3)" not in capped
     assert "def test_b" not in capped, "a test whose asserts were all dropped goes too"
     assert cap_checks(tests, 10) == tests
+
+
+def test_task_examples_keep_literal_calls_compared_to_literals():
+    task = ("Write romans.py: `to_roman(n)` for `n` in 1..3999, e.g. `to_roman(1994) == \"MCMXCIV\"` and "
+            "`to_roman(4) == 'IV'`; `from_roman(s)` with `from_roman('X') == 10`. Not examples: `x == 1`, "
+            "`to_roman(n) == s`, `r.to_roman(1) == 'I'`, `to_roman(1) != 'V'`, `to_roman(1994) == \"MCMXCIV\"`.")
+    tests = task_examples(task, "romans")
+    assert tests.startswith("from romans import to_roman, from_roman\n")
+    assert assert_sources(tests) == {"assert to_roman(1994) == 'MCMXCIV'", "assert to_roman(4) == 'IV'",
+                                     "assert from_roman('X') == 10"}
+    only = task_examples(task, "romans", only="from_roman")
+    assert assert_sources(only) == {"assert from_roman('X') == 10"} and "to_roman" not in only
+    assert task_examples("Write a module with `f(x)` and no examples", "m") == ""
+    ns: dict = {}
+    exec(compile(only.replace("from romans import from_roman\n", ""), "t", "exec"), ns)  # noqa: S102
+    ns["from_roman"] = lambda s: 10
+    ns["test_examples_from_the_task"]()

@@ -170,6 +170,23 @@ async def test_a_single_function_contract_that_keeps_failing_is_not_split(settin
     assert result.trace.attempts == 2 and result.verdict.startswith("not solved: the tests still fail")
 
 
+async def test_examples_the_task_states_are_tests_no_review_can_drop(settings):
+    goal = "Write is_prime(n), e.g. `is_prime(9) == False` and `is_prime(2) == True`."
+    wrong_test = "def test_nine():\n    assert is_prime(9) == True\n"  # the model's own check, wrong
+    bad = "def is_prime(n):\n    return n % 2 == 1 or n == 2  # BUG\n"
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:decide\]", "replies": [{"reason": "small", "action": "direct"}]},
+        {"match": r"\[rcp:tests\]", "replies": [fence(wrong_test)]},
+        {"match": r"\[rcp:review\]", "replies": [{"reason": "9 = 3 * 3", "wrong": "test"}]},
+        {"match": r"\[rcp:code\]", "replies": [fence(bad)]}])
+    sandbox = LocalPytestSandbox()
+    result, _ = await solve(Solver(llm, sandbox, settings.model_copy(update={"max_retries": 3, "max_depth": 0})),
+                            root(goal))
+    assert "assert is_prime(9) == False" in result.tests and "assert is_prime(2) == True" in result.tests
+    # The review judged a failing check "wrong", yet the task's own example stayed, so the buggy code never passes.
+    assert not result.solved and "assert is_prime(9) == False" in sandbox.runs[-1].files["test_solution.py"]
+
+
 # --- decomposition ------------------------------------------------------------------------------------------
 
 async def test_direct_fails_then_decompose_children_integrate(settings):
