@@ -4,11 +4,20 @@ with one line naming the setting. Relative paths are relative to this file's dir
 
 # --- swarm -----------------------------------------------------------------------------------------
 NUM_NODES = 6  # node processes `python network.py` starts; ~0.8 GB RAM each with the 1.5B model (measured)
-# where nodes listen: loopback only by default; e.g. ["/ip4/0.0.0.0/tcp/31337"] to accept other machines
+# where nodes listen: loopback only by default; e.g. ["/ip4/0.0.0.0/tcp/31337"] to accept other machines (then
+# SWARM_KEY must be set: node.py refuses to listen beyond loopback without it, network.py warns)
 HOST_MADDRS = ["/ip4/127.0.0.1/tcp/0"]  # see the comment above
 ANNOUNCE_MADDRS = []  # addresses peers should dial, if different from HOST_MADDRS (NAT, other machines)
 INITIAL_PEERS = []  # multiaddrs of a running swarm to join; empty starts a new swarm
 RUN_DIR = ".rcp"  # swarm contact file (for submit_task.py) and per-node logs
+# Who may use the swarm: every RPC and DHT message must prove this shared secret. Empty: network.py makes a
+# random key per swarm and writes it into RUN_DIR/swarm.json (mode 0600), where submit_task.py finds it. Set it
+# (better in the RCP_SWARM_KEY environment variable than here) to join machines: all nodes and clients need the same
+# one.
+SWARM_KEY = ""  # e.g. the output of: python -c 'import secrets; print(secrets.token_hex(32))'
+# A root task keeps its entry node's model busy for its decide/plan/integrate calls; past this many at once the node
+# answers "busy" and the client tries another node. Subtasks from peers are never refused (no delegation deadlock).
+MAX_ROOT_TASKS = 2  # root tasks (submitted by clients) one node runs at once
 
 # --- model -----------------------------------------------------------------------------------------
 LLM_BACKEND = "llama"  # "llama" runs MODEL_PATH with llama-cpp; "scripted" is the test fake (needs LLM_SCRIPT)

@@ -1,7 +1,7 @@
 """Swarm membership: who is in the swarm, how busy each node is, and which peer to send work to.
 
 Membership is a heartbeat, not a list. Every node stores a ``PeerRecord`` under one DHT key
-(``SWARM_KEY``), one subkey per peer, with an expiration ``RECORD_TTL`` seconds ahead, and re-announces it
+(``MEMBERS_KEY``), one subkey per peer, with an expiration ``RECORD_TTL`` seconds ahead, and re-announces it
 every ``HEARTBEAT_INTERVAL`` seconds. A killed node stops re-announcing and its record expires on its own;
 a clean stop announces OFFLINE once so it leaves routing at once.
 
@@ -10,7 +10,9 @@ then free slots, then what this process itself has in flight there), ties broken
 failed recently is banned for a while, with capped exponential backoff for repeat offenders.
 
 ``start_dht`` joins (or starts) the DHT so that its child process and that child's p2pd never outlive the
-process that started them (a parent-death signal set at fork).
+process that started them (a parent-death signal set at fork). It also locks the DHT to the swarm
+(``rcp.access``): every DHT request and reply is MACed with the swarm key, and a record under ``MEMBERS_KEY`` is
+stored only if the owner of the peer id it is filed under signed it, so no one can overwrite another's record.
 
 Deliberately left out: the RPC wire (``rcp.rpc``) and what a node does with its work (``rcp.node``).
 """
@@ -36,7 +38,7 @@ from rcp.records import Record
 logger = logging.getLogger(__name__)
 
 MEMBERSHIP_VERSION = 1
-SWARM_KEY = "rcp.swarm.v1"  # one DHT key for the whole swarm; subkey = peer id, value = PeerRecord JSON
+MEMBERS_KEY = "rcp.swarm.v1"  # one DHT key for the whole swarm; subkey = peer id, value = PeerRecord JSON + signature
 HEARTBEAT_INTERVAL = 3.0  # seconds between re-announcements; a DHT store costs ~30 ms on loopback
 # Three missed heartbeats (plus a second of slack for clock skew between machines) before a record expires:
 # one lost store must not drop a live node, but a killed node should leave routing within ~10 s.
@@ -49,7 +51,9 @@ PEER_ID = r"^[1-9A-HJ-NP-Za-km-z]{20,128}$"  # base58, as libp2p prints peer ids
 class NodeState(StrEnum):
     JOINING = "joining"  # in the DHT, not serving yet
     ONLINE = "online"  # serving, with a free generation slot
-    BUSY = "busy"  # serving, every slot taken: work sent here queues (never refused, so parents cannot deadlock)
+    # serving, every slot taken: subtasks sent here queue (never refused, so parents cannot deadlock); root tasks
+    # from clients are refused only past MAX_ROOT_TASKS (see ``roots``)
+    BUSY = "busy"
     OFFLINE = "offline"  # announced once on a clean stop
 
 
@@ -66,6 +70,8 @@ class PeerRecord(Record):
     free_slots: int = Field(default=0, ge=0, le=1024)  # generations this node could start right now
     queued: int = Field(default=0, ge=0, le=100000)  # (sub)tasks waiting here for a generation slot
     active: int = Field(default=0, ge=0, le=100000)  # (sub)tasks here, including parents waiting on children
+    roots: int = Field(default=0, ge=0, le=100000)  # root tasks (submitted by clients) running here
+    max_roots: int = Field(default=0, ge=0, le=100000)  # MAX_ROOT_TASKS: more root tasks get a "busy" reply
     maddrs: list[str] = Field(default_factory=list, max_length=16)  # where to dial it (also usable as initial peers)
     pid: int | None = None
     started_at: float = 0.0
@@ -85,14 +91,14 @@ async def announce(dht, record: PeerRecord, ttl: float = RECORD_TTL) -> bool:
     """Store ``record`` under the swarm key, expiring ``ttl`` seconds from now. False if no DHT peer took it."""
     from hivemind.utils import get_dht_time
 
-    future = dht.store(SWARM_KEY, record.model_dump_json(), expiration_time=get_dht_time() + ttl,
+    future = dht.store(MEMBERS_KEY, record.model_dump_json(), expiration_time=get_dht_time() + ttl,
                        subkey=record.peer_id, return_future=True)
     return bool(await future)
 
 
 async def fetch_peers(dht, *, include_offline: bool = False) -> list[PeerRecord]:
     """Every unexpired, well-formed peer record in the swarm. Malformed records are skipped (and logged)."""
-    found = await dht.get(SWARM_KEY, latest=True, return_future=True)
+    found = await dht.get(MEMBERS_KEY, latest=True, return_future=True)
     if found is None or not isinstance(found.value, dict):
         return []
     peers = []
@@ -235,31 +241,50 @@ def _install_fork_hook() -> None:
         _fork_hook_installed = True
 
 
-async def start_dht(*, initial_peers: Sequence[str] = (), host_maddrs: Sequence[str] = ("/ip4/127.0.0.1/tcp/0",),
-                    announce_maddrs: Sequence[str] = (), client_mode: bool = False, timeout: float = 60.0):
-    """Start a hivemind DHT child process (a server, or a client that stores nothing) and wait until it is up."""
+async def start_dht(*, swarm_key: str, initial_peers: Sequence[str] = (),
+                    host_maddrs: Sequence[str] = ("/ip4/127.0.0.1/tcp/0",), announce_maddrs: Sequence[str] = (),
+                    client_mode: bool = False, timeout: float = 60.0):
+    """Start a hivemind DHT child process (a server, or a client that stores nothing) and wait until it is up.
+
+    The DHT talks only to peers that hold ``swarm_key``, and its p2pd runs under a fresh Ed25519 identity this
+    process made, so that its membership record can be signed (see ``rcp.access``).
+    """
     import hivemind
 
+    from rcp.access import Identity, MembershipValidator, SwarmKeyAuthorizer
+
+    if not swarm_key:
+        raise ValueError("start_dht needs the swarm key")
     _install_fork_hook()
-    kwargs = dict(initial_peers=list(initial_peers) or None, host_maddrs=list(host_maddrs), client_mode=client_mode)
+    identity = Identity()
+    kwargs = dict(initial_peers=list(initial_peers) or None, host_maddrs=list(host_maddrs), client_mode=client_mode,
+                  authorizer=SwarmKeyAuthorizer(swarm_key),
+                  record_validators=[MembershipValidator(MEMBERS_KEY, identity)],
+                  # The key file exists before p2pd starts, which would make hivemind spend a second p2pd on
+                  # checking that nobody else uses this identity: a fresh random key is unused.
+                  check_if_identity_free=False,
+                  # No UPnP: a node never opens ports in the user's router by itself; HOST_MADDRS says where to listen.
+                  nat_port_map=False)
     if announce_maddrs:
         kwargs["announce_maddrs"] = list(announce_maddrs)
     dht = None
-    try:
-        dht = hivemind.DHT(start=True, await_ready=False, **kwargs)
-        # The fork happened above on this (main) thread; only the blocking wait moves to a worker thread.
-        await asyncio.to_thread(dht.wait_until_ready, timeout)
-    except BaseException as e:
-        if dht is not None:  # cancelled or failed after the fork: the child must not outlive this call
-            await stop_dht(dht)
-        if not isinstance(e, Exception):
-            raise
-        where = ", ".join(initial_peers) if initial_peers else ", ".join(host_maddrs)
-        what = "join the swarm at" if initial_peers else "start a DHT on"
-        hint = ("is the swarm running (python network.py) and are these addresses current?" if initial_peers
-                else "is the port already in use? pick another one in HOST_MADDRS")
-        detail = (str(e).splitlines() or [""])[0]
-        raise InfrastructureError(f"cannot {what} {where}: {type(e).__name__}: {detail}; {hint}") from e
+    with identity.key_file() as key_path:  # p2pd reads it at start; removed once the DHT is up (or failed)
+        try:
+            dht = hivemind.DHT(start=True, await_ready=False, identity_path=key_path, **kwargs)
+            # The fork happened above on this (main) thread; only the blocking wait moves to a worker thread.
+            await asyncio.to_thread(dht.wait_until_ready, timeout)
+        except BaseException as e:
+            if dht is not None:  # cancelled or failed after the fork: the child must not outlive this call
+                await stop_dht(dht)
+            if not isinstance(e, Exception):
+                raise
+            where = ", ".join(initial_peers) if initial_peers else ", ".join(host_maddrs)
+            what = "join the swarm at" if initial_peers else "start a DHT on"
+            hint = ("is the swarm running (python network.py), are these addresses current, and is SWARM_KEY the "
+                    "swarm's key? (its nodes answer only holders of the key)" if initial_peers
+                    else "is each HOST_MADDRS entry a multiaddr such as /ip4/127.0.0.1/tcp/0, and is its port free?")
+            detail = (str(e).splitlines() or [""])[0]
+            raise InfrastructureError(f"cannot {what} {where}: {type(e).__name__}: {detail}; {hint}") from e
     return dht
 
 

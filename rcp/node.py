@@ -6,10 +6,13 @@ JOINING, registers the RPC handlers, announces ONLINE and starts its background 
 under one ``asyncio.TaskGroup``. ``await node.shutdown()`` announces OFFLINE, cancels the work in progress and
 releases everything; it never raises.
 
-Work is never refused: every ``solve`` that arrives runs at once as its own task, and generations queue on the
-model (one at a time). A parent waiting for delegated children holds no slot, so recursive delegation cannot
-deadlock. The heartbeat reports that load: a node with a running generation is BUSY, with the solves beyond
-it as ``queued``.
+Subtasks are never refused: every ``solve`` from a peer runs at once as its own task, and generations queue on
+the model (one at a time). A parent waiting for delegated children holds no slot, so recursive delegation cannot
+deadlock. Root tasks (from clients) are admitted up to ``MAX_ROOT_TASKS`` at once; one more gets a ``busy`` reply
+and the client tries another node. The heartbeat reports the load: a node with a running generation is BUSY,
+with the solves beyond it as ``queued``, and its root tasks as ``roots`` of ``max_roots``.
+
+Only holders of the swarm key get in (``rcp.access``): the DHT and the RPC handlers check it on every message.
 
 ``run`` is the node process's main: one uvloop event loop, SIGTERM/SIGINT stop it cleanly, and an optional
 ready file tells the launcher the node is ONLINE.
@@ -29,6 +32,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from rcp import __version__
+from rcp.access import node_swarm_key
 from rcp.delegate import SwarmDelegate
 from rcp.errors import InfrastructureError, RcpError
 from rcp.launcher import write_json_atomic
@@ -44,7 +48,7 @@ from rcp.membership import (
     stop_dht,
 )
 from rcp.records import ProgressEvent, TaskResult, TaskSpec
-from rcp.rpc import NAMESPACE, InfoReply, RpcClient, ShuttingDown, SwarmServicer
+from rcp.rpc import NAMESPACE, InfoReply, NodeBusy, RpcClient, ShuttingDown, SwarmServicer
 from rcp.sandbox import Sandbox
 from rcp.settings import Settings
 
@@ -66,8 +70,9 @@ class _Done:
 class Node:
     """Use ``await Node.create(...)``; see the module docstring."""
 
-    def __init__(self, settings: Settings, *, llm: LLM, sandbox: Sandbox, dht, p2p) -> None:
+    def __init__(self, settings: Settings, *, llm: LLM, sandbox: Sandbox, dht, p2p, swarm_key: str) -> None:
         self.settings = settings
+        self.swarm_key = swarm_key
         self.llm = llm
         self.sandbox = sandbox
         self.dht = dht
@@ -77,9 +82,10 @@ class Node:
         self.maddrs: list[str] = []
         self.state = NodeState.JOINING
         self.started_at = time.time()
-        self.rpc = RpcClient(p2p)
+        self.rpc = RpcClient(p2p, swarm_key)
         self.chooser = PeerChooser()
         self.active = 0  # solves running here
+        self.roots = 0  # of which root tasks (admitted up to settings.max_root_tasks)
         self.waiting = 0  # delegated subtasks this node's solves are waiting for
         self.solves_started = self.solves_finished = self.solves_cancelled = 0
         self._solves: set[asyncio.Task] = set()
@@ -96,6 +102,7 @@ class Node:
     async def create(cls, settings: Settings, *, llm: LLM | None = None, sandbox: Sandbox | None = None) -> Node:
         """Load the model and sandbox, join the swarm and start serving. Raises ``RcpError`` subclasses."""
         owned: list = []
+        key = node_swarm_key(settings)  # a node that would listen beyond loopback without a key stops here, first
         try:
             if llm is None:
                 from rcp.llm import create_llm
@@ -107,11 +114,11 @@ class Node:
 
                 sandbox = await DockerSandbox.create(settings.sandbox_image, SandboxLimits.from_settings(settings))
                 owned.append(sandbox)
-            dht = await start_dht(initial_peers=settings.initial_peers, host_maddrs=settings.host_maddrs,
-                                  announce_maddrs=settings.announce_maddrs)
+            dht = await start_dht(swarm_key=key, initial_peers=settings.initial_peers,
+                                  host_maddrs=settings.host_maddrs, announce_maddrs=settings.announce_maddrs)
             owned.append(dht)
             p2p = await dht.replicate_p2p()
-            node = cls(settings, llm=llm, sandbox=sandbox, dht=dht, p2p=p2p)
+            node = cls(settings, llm=llm, sandbox=sandbox, dht=dht, p2p=p2p, swarm_key=key)
         except BaseException:
             for thing in reversed(owned):
                 await _close(thing)
@@ -126,7 +133,8 @@ class Node:
     async def _start(self) -> None:
         self.maddrs = [str(m) for m in await self.p2p.get_visible_maddrs()]
         await announce(self.dht, self.record())
-        await SwarmServicer(self).add_p2p_handlers(self.p2p, namespace=NAMESPACE)
+        await SwarmServicer(self, swarm_key=self.swarm_key, peer_id=self.peer_id).add_p2p_handlers(
+            self.p2p, namespace=NAMESPACE)
         self.state = NodeState.ONLINE
         if not await announce(self.dht, self.record()):
             logger.warning("no DHT peer stored this node's first heartbeat; retrying every %.0f s", HEARTBEAT_INTERVAL)
@@ -142,7 +150,8 @@ class Node:
         if state == NodeState.ONLINE and free == 0:
             state = NodeState.BUSY
         return PeerRecord(peer_id=self.peer_id, state=state, model=self.llm.name, free_slots=free,
-                          queued=max(0, working - SLOTS), active=self.active, maddrs=self.maddrs[:16],
+                          queued=max(0, working - SLOTS), active=self.active, roots=self.roots,
+                          max_roots=self.settings.max_root_tasks, maddrs=self.maddrs[:16],
                           pid=os.getpid(), started_at=self.started_at, software=f"rcp {__version__}")
 
     def info(self) -> InfoReply:
@@ -194,6 +203,12 @@ class Node:
         """Run ``spec`` here: its progress events, then its result. Closing the iterator cancels the work."""
         if self._closed or self.state not in (NodeState.ONLINE, NodeState.BUSY):
             raise ShuttingDown(f"node {self.name} is shutting down; send the task to another node")
+        # A root task has no parent; a peer's subtask always has one. Counted and checked with no await in between,
+        # so two submissions arriving together cannot both take the last place.
+        root = spec.parent_id is None
+        if root and self.roots >= self.settings.max_root_tasks:
+            raise NodeBusy(f"node {self.name} is busy: it runs {self.roots} root tasks, its limit (MAX_ROOT_TASKS); "
+                           f"send the task to another node or try again later")
         events: asyncio.Queue[ProgressEvent | type[_Done]] = asyncio.Queue()
 
         async def run() -> TaskResult:
@@ -205,6 +220,7 @@ class Node:
         task = asyncio.create_task(run(), name=f"solve-{spec.task_id}")
         self._solves.add(task)
         self.active += 1
+        self.roots += root
         self.solves_started += 1
         self._poked.set()
         logger.info("solving %s (depth %d) for %s: %s", spec.task_id, spec.depth, short_id(remote),
@@ -229,6 +245,7 @@ class Node:
                     await asyncio.wait_for(task, CANCEL_TIMEOUT)
             self._solves.discard(task)
             self.active -= 1
+            self.roots -= root
             self._poked.set()
 
     # --- stopping ---

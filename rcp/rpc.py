@@ -10,9 +10,16 @@ nothing is ever pickled.
   with exactly one result or error. Closing the stream early (the caller gave up, timed out or died) cancels
   the solve on the serving node, which closes the streams of its own children, and so on down the tree.
 
-Input that is oversized, not JSON of the right record, or of an unknown protocol version gets an
-``ErrorReply`` and the node keeps serving. Bytes that are not even a protobuf are refused by hivemind's
-framing (a unary call gets an error, a stream is closed) before they reach us.
+Every request carries a ``Proof`` (``rcp.access``) that its caller holds the swarm key, made for this caller
+(as libp2p authenticated it), this node and this method; without a valid one the reply is ``unauthorized``.
+A node already running ``MAX_ROOT_TASKS`` root tasks answers another root task ``busy`` (subtasks from peers are
+never refused, so delegation cannot deadlock); callers see ``PeerBusy`` and try elsewhere.
+
+Input that is oversized, not JSON of the right record (a reply sent as a request, an info request sent to
+``solve``...), or of an unknown protocol version gets an ``ErrorReply`` and the node keeps serving. Bytes that
+are not even a protobuf are refused by hivemind's framing (a unary call gets an error, a stream is closed) before
+they reach us. The request is parsed (bounded by its size) before its proof is checked, so that a malformed
+request gets a precise answer; nothing is done with it before the check.
 
 Deliberately left out: choosing peers (``rcp.membership``), what solving means (``rcp.solver``), retries
 (``rcp.delegate``).
@@ -30,6 +37,7 @@ from google.protobuf.wrappers_pb2 import BytesValue
 from hivemind.p2p import P2PContext, PeerID, ServicerBase
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
+from rcp.access import Proof, ProofChecker, make_proof
 from rcp.errors import RcpError
 from rcp.membership import PeerRecord, short_id
 from rcp.records import PROTOCOL_VERSION, ProgressEvent, Record, TaskResult, TaskSpec
@@ -60,24 +68,34 @@ class ShuttingDown(RcpError):
     """The node is stopping and takes no new work."""
 
 
+class NodeBusy(RcpError):
+    """The node already runs its maximum of root tasks (``MAX_ROOT_TASKS``); the client should try another node."""
+
+
+class PeerBusy(RemoteError):
+    """The peer answered ``busy``: it runs its maximum of root tasks. It is alive; send the task elsewhere."""
+
+
 # --- wire records -------------------------------------------------------------------------------------------
 
 
 class InfoRequest(Record):
     type: Literal["info"] = "info"
     version: int = RPC_VERSION
+    auth: Proof | None = None  # optional here so that a request without one gets "unauthorized", not "malformed"
 
 
 class SolveRequest(Record):
     type: Literal["solve"] = "solve"
     version: int = RPC_VERSION
+    auth: Proof | None = None
     spec: TaskSpec
 
 
 class ErrorReply(Record):
     type: Literal["error"] = "error"
     version: int = RPC_VERSION
-    code: Literal["malformed", "too_large", "unsupported_version", "failed", "shutting_down"]
+    code: Literal["malformed", "too_large", "unsupported_version", "unauthorized", "busy", "failed", "shutting_down"]
     message: str = Field(default="", max_length=4096)
 
 
@@ -157,20 +175,30 @@ class SwarmHandler(Protocol):
 class SwarmServicer(ServicerBase):
     """The typed RPC handlers; ``get_stub`` (from ``ServicerBase``) derives the caller side."""
 
-    def __init__(self, handler: SwarmHandler) -> None:
+    def __init__(self, handler: SwarmHandler, *, swarm_key: str, peer_id: str) -> None:
         self.handler = handler
+        self.guard = ProofChecker(swarm_key, peer_id)
+
+    def _admit(self, data: bytes, model: type[Record], method: str, context: P2PContext) -> Record | ErrorReply:
+        parsed = parse_request(data, model)
+        if not isinstance(parsed, ErrorReply):
+            refusal = self.guard.check(parsed.auth, method, str(context.remote_id))
+            if refusal is not None:
+                parsed = ErrorReply(code="unauthorized", message=refusal)
+        if isinstance(parsed, ErrorReply):
+            logger.warning("refused %s %s request from %s: %s", "an" if method == "info" else "a", method,
+                           short_id(context.remote_id), parsed.message)
+        return parsed
 
     async def rpc_info(self, request: BytesValue, context: P2PContext) -> BytesValue:
-        parsed = parse_request(request.value, InfoRequest)
+        parsed = self._admit(request.value, InfoRequest, "info", context)
         if isinstance(parsed, ErrorReply):
-            logger.warning("refused an info request from %s: %s", short_id(context.remote_id), parsed.message)
             return encode(parsed)
         return encode(self.handler.info())
 
     async def rpc_solve(self, request: BytesValue, context: P2PContext) -> AsyncIterator[BytesValue]:
-        parsed = parse_request(request.value, SolveRequest)
+        parsed = self._admit(request.value, SolveRequest, "solve", context)
         if isinstance(parsed, ErrorReply):
-            logger.warning("refused a solve request from %s: %s", short_id(context.remote_id), parsed.message)
             yield encode(parsed)
             return
         try:
@@ -180,6 +208,9 @@ class SwarmServicer(ServicerBase):
                         yield encode(SolveMessage(type="result", result=item))
                     else:
                         yield encode(SolveMessage(type="event", event=item))
+        except NodeBusy as e:
+            logger.info("refused root task %s from %s: %s", parsed.spec.task_id, short_id(context.remote_id), e)
+            yield encode(ErrorReply(code="busy", message=str(e)[:4096]))
         except Exception as e:  # the caller gets one line; hivemind would otherwise log a traceback and hang up
             logger.warning("solve %s failed: %s: %s", parsed.spec.task_id, type(e).__name__, e)
             logger.debug("solve failure", exc_info=True)
@@ -191,17 +222,23 @@ class SwarmServicer(ServicerBase):
 
 
 class RpcClient:
-    """Calls ``info`` and ``solve`` on other peers through one process's p2p handle."""
+    """Calls ``info`` and ``solve`` on other peers through one process's p2p handle, proving the swarm key."""
 
-    def __init__(self, p2p) -> None:
+    def __init__(self, p2p, swarm_key: str) -> None:
         self.p2p = p2p
+        self.swarm_key = swarm_key
+        self.peer_id = str(p2p.peer_id)
+
+    def proof(self, method: str, peer: str) -> Proof:
+        return make_proof(self.swarm_key, method, self.peer_id, peer)
 
     def _stub(self, peer: str):
         return SwarmServicer.get_stub(self.p2p, PeerID.from_base58(peer), namespace=NAMESPACE)
 
     async def info(self, peer: str, timeout: float = INFO_TIMEOUT) -> InfoReply:
         try:
-            reply = await self._stub(peer).rpc_info(encode(InfoRequest()), timeout=timeout)
+            reply = await self._stub(peer).rpc_info(encode(InfoRequest(auth=self.proof("info", peer))),
+                                                    timeout=timeout)
         except TimeoutError as e:
             raise PeerUnavailable(f"peer {short_id(peer)} did not answer info within {timeout:.0f} s") from e
         except Exception as e:
@@ -211,11 +248,12 @@ class RpcClient:
     async def solve(self, peer: str, spec: TaskSpec, on_event: Callable[[ProgressEvent], object]) -> TaskResult:
         """Run ``spec`` on ``peer``, passing its progress events to ``on_event``; return its result.
 
-        Raises ``PeerUnavailable`` if the stream cannot be opened or ends without a result, and ``RemoteError``
-        if the peer reports a failure. Cancelling this coroutine closes the stream, which cancels the remote work.
+        Raises ``PeerUnavailable`` if the stream cannot be opened or ends without a result, ``PeerBusy`` if the peer
+        runs its maximum of root tasks, and ``RemoteError`` if the peer reports another failure. Cancelling this
+        coroutine closes the stream, which cancels the remote work.
         """
         try:
-            stream = await self._stub(peer).rpc_solve(encode(SolveRequest(spec=spec)))
+            stream = await self._stub(peer).rpc_solve(encode(SolveRequest(auth=self.proof("solve", peer), spec=spec)))
         except Exception as e:
             raise PeerUnavailable(f"peer {short_id(peer)} unreachable: {type(e).__name__}: {e}") from e
         try:
@@ -239,5 +277,5 @@ def _decode(adapter: TypeAdapter, raw: BytesValue, peer: str):
     except ValidationError as e:
         raise RemoteError("malformed", f"unreadable reply: {_first_error(e)}", peer) from e
     if isinstance(message, ErrorReply):
-        raise RemoteError(message.code, message.message, peer)
+        raise (PeerBusy if message.code == "busy" else RemoteError)(message.code, message.message, peer)
     return message

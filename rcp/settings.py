@@ -15,6 +15,7 @@ what is allowed. Deliberately left out: reading any other file format, and hot r
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
 import importlib.util
 import json
 import os
@@ -44,6 +45,13 @@ class Settings(BaseModel):
     announce_maddrs: list[str] = Field(description="multiaddrs a node tells peers to dial (empty: the listened ones)")
     initial_peers: list[str] = Field(description="multiaddrs of a running swarm to join (empty: start a new one)")
     run_dir: str = Field(min_length=1, description="directory for the swarm contact file and node logs")
+    swarm_key: str = Field(pattern=r"^$|^[!-~]{32,256}$", repr=False,
+                           description="shared secret of the swarm (empty: network.py makes one per swarm); "
+                                       "prefer RCP_SWARM_KEY to a flag, which other users can see in ps",
+                           json_schema_extra={"allowed": "empty, or 32 to 256 printable ASCII characters without "
+                                                         "spaces, e.g. from: python -c 'import secrets; "
+                                                         "print(secrets.token_hex(32))'"})
+    max_root_tasks: int = Field(ge=1, le=1000, description="root tasks one node runs at once; more get a 'busy' reply")
     # --- model ---
     llm_backend: Literal["llama", "scripted"] = Field(description="'llama' runs the GGUF; 'scripted' is the test fake")
     llm_script: str = Field(description="JSON script for the scripted backend (tests only)")
@@ -87,11 +95,14 @@ class Settings(BaseModel):
 
 
 FIELDS = Settings.model_fields
+SECRET = {"swarm_key"}  # never echoed in error messages
 
 
 def allowed(name: str) -> str:
     """Human description of what a field accepts, e.g. 'an integer from 1 to 64'."""
     field = FIELDS[name]
+    if isinstance(field.json_schema_extra, dict) and "allowed" in field.json_schema_extra:
+        return str(field.json_schema_extra["allowed"])
     ann = field.annotation
     lo = hi = None
     min_len = None
@@ -136,8 +147,10 @@ def config_file() -> Path:
 def _read_config_py(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} not found; restore config.py from git or set RCP_CONFIG to one")
-    spec = importlib.util.spec_from_file_location("_rcp_user_config", path)
-    module = importlib.util.module_from_spec(spec)
+    # A loader given explicitly reads any file name; spec_from_file_location alone returns None without ".py".
+    loader = importlib.machinery.SourceFileLoader("_rcp_user_config", str(path))
+    spec = importlib.util.spec_from_loader("_rcp_user_config", loader)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     try:
         spec.loader.exec_module(module)  # type: ignore[union-attr]
     except Exception as e:  # a syntax error in the user's file is a config error, not a crash
@@ -183,7 +196,10 @@ def load_settings(cli: argparse.Namespace | dict[str, Any] | None = None, *, env
         err = e.errors()[0]
         name = str(err["loc"][0]) if err["loc"] else "?"
         if name in FIELDS:
-            raise ConfigError(f"bad setting {name.upper()} = {values.get(name)!r} (from {source.get(name, '?')}): "
+            shown = repr(values.get(name))
+            if name in SECRET:
+                shown = f"<{len(str(values.get(name)))} characters, not shown>"
+            raise ConfigError(f"bad setting {name.upper()} = {shown} (from {source.get(name, '?')}): "
                               f"must be {allowed(name)}") from None
         raise ConfigError(f"bad settings: {err['msg']}") from None
 

@@ -108,3 +108,13 @@ def test_bad_setting_at_startup_is_one_line_not_a_traceback():
     assert "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and re.search(r"SANDBOX_MEMORY_MB = '-5' .*from 32 to 65536", lines[0]), proc.stderr
+
+
+def test_a_config_file_without_the_py_suffix_loads(tmp_path, monkeypatch):
+    path = tmp_path / "rcp.conf"
+    path.write_text((PROJECT_ROOT / "config.py").read_text() + "\nNUM_NODES = 3\n")
+    monkeypatch.setenv("RCP_CONFIG", str(path))
+    assert load_settings(environ={}).num_nodes == 3
+    path.write_text("NUM_NODES = (\n")
+    with pytest.raises(ConfigError, match=r"rcp.conf cannot be loaded: SyntaxError"):
+        load_settings(environ={})
