@@ -1,8 +1,9 @@
 """Send a task to the swarm and watch it being solved: `python submit_task.py "Write is_prime(n) with tests"`.
 
 Finds the swarm through the contact file `python network.py` wrote (or --initial-peers), shows the live tree of
-subtasks, then prints the final code and a one-line verdict. --out DIR also writes the files, their tests and
-trace.json; --json prints a machine-readable result instead.
+subtasks, then prints the final code and a one-line verdict. A task of "-" is read from stdin (for texts longer
+than a command line takes). --out DIR also writes the files, their tests and trace.json; --json prints a
+machine-readable result instead.
 Exit codes: 0 the final code passed its tests, 1 finished without passing code, 2 usage error,
 3 no swarm reachable, or it failed or timed out mid-task.
 """
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     from rcp.settings import add_settings_arguments
 
     parser = _Parser(description="Send a coding task to the rcp swarm and show its progress.")
-    parser.add_argument("task", help="what to build, in plain words")
+    parser.add_argument("task", help='what to build, in plain words; "-" reads it from stdin')
     parser.add_argument("--out", type=Path, metavar="DIR", help="write the code, its tests and trace.json here")
     parser.add_argument("--json", action="store_true", help="print the result as JSON (progress still on stderr)")
     parser.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds (default SUBMIT_TIMEOUT)")
@@ -35,11 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.timeout is not None and not args.timeout > 0:
         parser.error(f"--timeout must be a positive number of seconds, not {args.timeout}")
 
-    from rcp.client import EXIT_SWARM, EXIT_USAGE, UsageError, root_spec, run
+    from rcp.client import EXIT_SWARM, EXIT_USAGE, UsageError, root_spec, run, task_text
     from rcp.errors import ConfigError, RcpError
     from rcp.settings import load_settings
 
     try:
+        if args.task == "-":
+            args.task = task_text(sys.stdin.buffer.read())
         settings = load_settings(args)
         root_spec(args.task, settings, args.timeout or settings.submit_timeout)  # an empty task fails here, at once
     except (ConfigError, UsageError) as e:

@@ -9,6 +9,12 @@ entry node and, through it, every subtask it delegated.
 ``TaskTree`` turns events into a live ``rich`` tree of subtasks (node, decision, attempt, tests, elapsed); when
 stderr is not a terminal the same events are printed as plain lines instead.
 
+An entry node that refuses the task (busy), answers garbage, is unreachable or does not accept it within
+``ACCEPT_TIMEOUT`` is skipped for another, as long as it sent no progress event: before that nothing has started.
+
+The task text is checked before anything touches the network: empty, over ``MAX_TEXT`` characters, not UTF-8
+text, or holding control characters (binary data) is a usage error.
+
 Exit codes (``run``): 0 the final code passed its tests, 1 finished without passing code, 2 usage error,
 3 no swarm reachable, or it failed or timed out mid-task.
 
@@ -21,16 +27,20 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from rcp.delegate import solve_watched
 from rcp.errors import RcpError, SwarmUnavailableError
 from rcp.membership import PeerChooser, PeerRecord, fetch_peers, short_id, start_dht, stop_dht
 from rcp.records import MAX_TEXT, EventKind, ProgressEvent, TaskResult, TaskSpec
-from rcp.rpc import PeerUnavailable, RemoteError, RpcClient
+from rcp.rpc import PeerBusy, PeerUnavailable, RemoteError, RpcClient
 from rcp.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -38,7 +48,12 @@ logger = logging.getLogger(__name__)
 EXIT_PASSED, EXIT_UNSOLVED, EXIT_USAGE, EXIT_SWARM = 0, 1, 2, 3
 DISCOVERY_WAIT = 15.0  # seconds to wait for a serving node's heartbeat after joining (a fresh swarm needs ~1 s)
 RESULT_GRACE = 10.0  # seconds past --timeout to wait for the result: the entry node ends the task by itself first
-ENTRY_ATTEMPTS = 2  # entry nodes tried when the stream cannot even be opened
+# Entry nodes tried that failed before starting the task (unreachable, garbage, silent); busy ones do not count.
+# Each costs at most ACCEPT_TIMEOUT; three covers a dead node whose record has not expired yet plus one broken node.
+ENTRY_ATTEMPTS = 3
+# C0 control characters other than tab, newline and carriage return, and DEL: never in a task someone typed or
+# pasted, always in binary data. (Lone surrogates, from bytes that are not UTF-8, are checked apart.)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class UsageError(RcpError):
@@ -52,13 +67,19 @@ def initial_peers(settings: Settings) -> list[str]:
     """INITIAL_PEERS if set, else every multiaddr in the contact file; raises when neither exists."""
     if settings.initial_peers:
         return list(settings.initial_peers)
-    from rcp.launcher import CONTACT_FILE, read_contact
+    from rcp.launcher import CONTACT_FILE, pid_alive, read_contact
 
     path = settings.run_path / CONTACT_FILE
     contact = read_contact(settings.run_path)
     if contact is None:
         raise SwarmUnavailableError(f"no swarm found: {path} does not exist; start one with `python network.py` "
                                     f"or pass --initial-peers MULTIADDR")
+    launcher = contact.get("launcher_pid")
+    if isinstance(launcher, int) and not pid_alive(launcher):
+        # A launcher that was SIGKILLed (or a crashed machine) leaves its contact file behind; its addresses and
+        # key belong to a swarm that is gone, and joining them would only time out.
+        raise SwarmUnavailableError(f"the swarm in {path} is not running (its network.py, pid {launcher}, is gone); "
+                                    f"start it again with `python network.py`")
     peers = [str(m) for m in contact.get("initial_peers") or []]
     if not peers:
         raise SwarmUnavailableError(f"the contact file {path} lists no nodes; restart `python network.py`")
@@ -72,14 +93,17 @@ class Connection:
 
     @classmethod
     async def open(cls, settings: Settings) -> Connection:
+        from rcp.access import client_swarm_key
+
         peers = initial_peers(settings)
-        dht = await start_dht(initial_peers=peers, client_mode=True)
+        key = client_swarm_key(settings)  # SWARM_KEY, else the contact file's
+        dht = await start_dht(swarm_key=key, initial_peers=peers, client_mode=True)
         try:
             p2p = await dht.replicate_p2p()
         except BaseException:
             await stop_dht(dht)
             raise
-        return cls(dht=dht, rpc=RpcClient(p2p))
+        return cls(dht=dht, rpc=RpcClient(p2p, key))
 
     async def serving_peers(self, wait: float = DISCOVERY_WAIT) -> list[PeerRecord]:
         deadline = time.monotonic() + wait
@@ -122,13 +146,35 @@ class Submission:
     events: list[ProgressEvent] = field(default_factory=list)
 
 
+def task_text(data: bytes) -> str:
+    """A task read as bytes (stdin, a file) as text; ``UsageError`` if it is not UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"the task is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                         f"describe what to build in plain words") from None
+
+
 def root_spec(task: str, settings: Settings, timeout: float) -> TaskSpec:
     task = task.strip()
     if not task:
         raise UsageError('the task is empty; describe what to build, e.g. submit_task.py "Write is_prime(n)"')
+    # Arguments that are not UTF-8 arrive as lone surrogates (Python's surrogateescape), which cannot be sent.
+    bad = next((i for i, ch in enumerate(task) if "\ud800" <= ch <= "\udfff"), None)
+    if bad is not None:
+        raise UsageError(f"the task is not UTF-8 text (undecodable byte at character {bad}); describe what to "
+                         f"build in plain words")
+    if m := _CONTROL.search(task):
+        raise UsageError(f"the task holds a control character ({m.group()!r} at character {m.start()}), so it "
+                         f"looks like binary data; describe what to build in plain words")
     if len(task) > MAX_TEXT:
         raise UsageError(f"the task is {len(task)} characters; the limit is {MAX_TEXT}")
-    return TaskSpec(goal=task, root_task=task, timeout_s=timeout, llm_calls=settings.max_llm_calls)
+    try:
+        return TaskSpec(goal=task, root_task=task, timeout_s=timeout, llm_calls=settings.max_llm_calls)
+    except ValidationError as e:  # e.g. a --timeout beyond the protocol's week: one line, not a traceback
+        err = e.errors()[0]
+        what = {"timeout_s": f"--timeout {timeout:g}"}.get(str(err["loc"][0]) if err["loc"] else "", "the task")
+        raise UsageError(f"{what}: {err['msg']}") from None
 
 
 async def submit(conn: Connection, spec: TaskSpec, *, node: str | None = None,
@@ -146,22 +192,41 @@ async def submit(conn: Connection, spec: TaskSpec, *, node: str | None = None,
     peers = await conn.serving_peers()
     chooser = PeerChooser()
     tried: list[str] = []
+    busy: list[str] = []
+    broken: list[str] = []  # "node: reason" of entry nodes that failed before the task started
     while True:
-        entry = pick_entry([p for p in peers if p.peer_id not in tried], node, chooser)
+        left = [p for p in peers if p.peer_id not in tried]
+        if tried and (node or not left or len(broken) >= ENTRY_ATTEMPTS):  # no other node to try: say why
+            raise _not_taken(busy, broken, node)
+        entry = pick_entry(left, node, chooser)
         tried.append(entry.peer_id)
         if on_entry is not None:
             on_entry(entry)
         try:
-            result = await conn.rpc.solve(entry.peer_id, spec, record)
+            result = await solve_watched(conn.rpc, entry.peer_id, spec, record)
             return Submission(result=result, entry=entry.peer_id, seconds=time.monotonic() - started,
                               events=events)
-        except PeerUnavailable as e:
+        except PeerBusy:  # refused before it started anything: safe to try every other node
+            busy.append(entry.short)
+            logger.warning("entry node %s is busy (MAX_ROOT_TASKS root tasks running); trying another", entry.short)
+        except (PeerUnavailable, RemoteError) as e:
             # Re-sending is safe only if the node never started: a started task has a subtree we cannot adopt.
-            if events or node or len(tried) >= ENTRY_ATTEMPTS:
-                raise SwarmUnavailableError(f"the swarm failed mid-task: {e}") from e
-            logger.warning("entry node %s unreachable (%s); trying another", entry.short, e)
-        except RemoteError as e:
-            raise SwarmUnavailableError(f"the entry node failed the task: {e}") from e
+            if events:
+                if isinstance(e, PeerUnavailable):
+                    raise SwarmUnavailableError(f"the swarm failed mid-task: {e}") from e
+                raise SwarmUnavailableError(f"the entry node failed the task: {e}") from e
+            broken.append(f"{entry.short}: {e}")
+            logger.warning("entry node %s did not take the task (%s); trying another", entry.short, e)
+
+
+def _not_taken(busy: list[str], broken: list[str], node: str | None) -> SwarmUnavailableError:
+    """The one-line reason no entry node took the task."""
+    if not broken:  # every node (or the one asked for) refused: say so
+        where = f"node {busy[0]} is" if node else f"all {len(busy)} nodes ({', '.join(busy)}) are"
+        return SwarmUnavailableError(f"{where} busy with their maximum of root tasks (MAX_ROOT_TASKS); "
+                                     f"try again later")
+    also = f"; {len(busy)} more busy (MAX_ROOT_TASKS)" if busy else ""
+    return SwarmUnavailableError(f"no entry node took the task: {'; '.join(broken)}{also}"[:3000])
 
 
 # --- showing progress ---------------------------------------------------------------------------------------

@@ -3,12 +3,16 @@
 ``SwarmDelegate`` is the ``Delegate`` callable ``rcp.solver.Solver`` takes. For each subtask it picks the
 least loaded serving peer other than this node (``PeerChooser``), calls its ``solve`` RPC with a
 ``TASK_TIMEOUT`` deadline and forwards the child's progress events to the parent's ``emit``. When the peer
-dies, hangs past the deadline or answers with an error, the peer is banned for a while and the subtask goes
+dies, answers with an error or garbage, does not accept the subtask within ``ACCEPT_TIMEOUT`` (a live node sends
+its ``accepted`` event at once) or hangs past the deadline, the peer is banned for a while and the subtask goes
 to another peer, up to ``DELEGATE_ATTEMPTS`` peers. When no peer works it raises, and the solver solves the
 part locally.
 
-No deadlock by construction: a node never refuses or caps incoming solves (they queue for its generation
-slot), and a parent waiting here holds no slot, so children always find somewhere to run.
+No deadlock by construction: a node never refuses or caps incoming subtasks (they queue for its generation
+slot; only root tasks from clients meet MAX_ROOT_TASKS), and a parent waiting here holds no slot, so children
+always find somewhere to run.
+
+``solve_watched`` (the accept deadline around ``RpcClient.solve``) is shared with the client's choice of entry node.
 
 Deliberately left out: solving itself, and retrying on this node (the solver's local fallback does that).
 """
@@ -16,6 +20,7 @@ Deliberately left out: solving itself, and retrying on this node (the solver's l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -31,6 +36,38 @@ logger = logging.getLogger(__name__)
 # and each try may cost up to TASK_TIMEOUT, so the local fallback must not come too late.
 DELEGATE_ATTEMPTS = 2
 PEERS_TIMEOUT = 5.0  # seconds to read the swarm's records before using the last list seen
+# A live node sends its `accepted` event as the first thing its solver does, right after the stream opens (an RPC
+# round trip is ~1 ms on loopback, p95 19 ms while the model generates). A peer silent for this long is hung or
+# not a real node: without this bound a hung peer would hold a part for the whole TASK_TIMEOUT (15 min default).
+ACCEPT_TIMEOUT = 10.0
+
+
+async def solve_watched(rpc: RpcClient, peer: str, spec: TaskSpec, on_event: Callable[[ProgressEvent], object],
+                        accept_timeout: float = ACCEPT_TIMEOUT) -> TaskResult:
+    """``rpc.solve``, but a peer that sends nothing at all within ``accept_timeout`` raises ``PeerUnavailable``.
+
+    Closing the call (the raise, or cancelling this coroutine) closes the stream, which cancels the work there.
+    """
+    accepted = asyncio.Event()
+
+    def forward(event: ProgressEvent) -> None:
+        accepted.set()
+        on_event(event)
+
+    call = asyncio.ensure_future(rpc.solve(peer, spec, forward))
+    first = asyncio.ensure_future(accepted.wait())
+    try:
+        await asyncio.wait({call, first}, timeout=accept_timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not call.done() and not accepted.is_set():
+            raise PeerUnavailable(f"peer {short_id(peer)} did not accept the task within {accept_timeout:.0f} s "
+                                  f"(hung, or not a working node)")
+        return await call
+    finally:
+        first.cancel()
+        if not call.done():
+            call.cancel()
+            with contextlib.suppress(BaseException):
+                await call
 
 
 class SwarmDelegate:
@@ -71,7 +108,7 @@ class SwarmDelegate:
             self._on_waiting(+1)
             try:
                 async with asyncio.timeout(timeout):
-                    result = await self.rpc.solve(peer.peer_id, spec, emit)
+                    result = await solve_watched(self.rpc, peer.peer_id, spec, emit, min(ACCEPT_TIMEOUT, timeout))
             except TimeoutError:
                 reason = f"no result within TASK_TIMEOUT = {timeout:.0f} s"
             except (PeerUnavailable, RemoteError) as e:

@@ -7,13 +7,15 @@ launcher (a parent-death signal). The launcher then joins the DHT as a client, w
 heartbeat says ONLINE, writes the contact file ``<run_dir>/swarm.json`` (atomically) for ``submit_task.py``,
 and prints one ``swarm ready: N/N nodes ...`` line.
 
-Supervision: a node that exits is reported, its process group is killed (leftover DHT child, p2pd), and it is
-restarted with capped exponential backoff, joining through the live nodes. Ctrl-C or SIGTERM sends SIGTERM to
-every node (they announce OFFLINE), SIGKILLs each process group after a grace period, removes sandbox
-containers of dead nodes and the contact file. A second Ctrl-C skips the grace period.
+Supervision: a node that exits is reported, its process group is killed (leftover DHT child, p2pd), the contact
+file is rewritten without it (clients never join through a dead node's address), and it is restarted with capped
+exponential backoff, joining through the live nodes. Ctrl-C or SIGTERM sends SIGTERM to every node (they announce
+OFFLINE), SIGKILLs each process group after a grace period, removes sandbox containers of dead nodes and the
+contact file. A second Ctrl-C skips the grace period. A contact file left by a launcher that was killed is removed
+at start, so no client tries to join the old run's nodes.
 
-A start-up failure (model missing, Docker down, port in use, bad settings) stops the launch with one line:
-the failing node's own error line, read from its log.
+A start-up failure (model missing, Docker down, port in use, bad settings, a RUN_DIR that is not a writable
+directory) stops the launch with one line: the failing node's own error line, read from its log.
 
 Also here: helpers the entry points share (logging set-up, atomic JSON files). Deliberately left out: anything
 a single node does (``rcp.node``).
@@ -70,10 +72,13 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that readers see the old file or the new one, never half of one."""
+    """Write JSON so that readers see the old file or the new one, never half of one. Mode 0600: the contact file
+    holds the swarm key."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        os.fchmod(f.fileno(), 0o600)  # a tmp file left by a crash keeps its old mode through O_CREAT
+        f.write(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
 
 
@@ -191,6 +196,9 @@ class NodeProcess:
 
 class Launcher:
     def __init__(self, settings: Settings) -> None:
+        from rcp.access import launcher_swarm_key  # imports hivemind: not at module level, helpers import this one
+
+        settings = launcher_swarm_key(settings)  # SWARM_KEY, or a new one for this swarm; nodes get it in their env
         self.settings = settings
         self.run_dir = settings.run_path
         self.log_dir = self.run_dir / "logs"
@@ -297,6 +305,11 @@ class Launcher:
         loop.add_signal_handler(signal.SIGTERM, self._on_signal)
         loop.add_signal_handler(signal.SIGINT, self._on_signal)
         self._check_run_dir()
+        try:  # before anything that would clean up in it: a file in the way must be one line, not a traceback
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StartupError(f"cannot use RUN_DIR {self.run_dir}: {e.strerror or e}; set RUN_DIR to a writable "
+                               f"directory") from None
         try:
             starting = asyncio.create_task(self._boot())
             stop = asyncio.create_task(self.stopping.wait())
@@ -336,9 +349,9 @@ class Launcher:
         self.stopping.set()
 
     async def _boot(self) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         await self._start_nodes()
-        self.dht = await start_dht(initial_peers=[m for n in self.nodes for m in n.maddrs], client_mode=True)
+        self.dht = await start_dht(swarm_key=self.settings.swarm_key,
+                                   initial_peers=[m for n in self.nodes for m in n.maddrs], client_mode=True)
         peers = await wait_for_peers(self.dht, len(self.nodes), DISCOVERY_TIMEOUT,
                                      expected=[n.peer_id for n in self.nodes])
         self.ready_seconds = time.monotonic() - self.started
@@ -362,6 +375,7 @@ class Launcher:
                 return
             code = node.proc.returncode
             kill_group(node.proc.pid)  # its DHT child and p2pd, if anything of it is left
+            self._write_contact()  # without the dead node: a client must not pick its address to join through
             if time.monotonic() - node.started > STABLE_AFTER:
                 backoff = RESTART_BACKOFF
             how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
@@ -386,16 +400,24 @@ class Launcher:
 
     def _check_run_dir(self) -> None:
         contact = read_contact(self.run_dir)
-        if contact and contact.get("launcher_pid") and pid_alive(int(contact["launcher_pid"])) \
-                and int(contact["launcher_pid"]) != os.getpid():
-            raise StartupError(f"a swarm is already running from {self.run_dir} (launcher pid "
-                               f"{contact['launcher_pid']}); stop it first or set RUN_DIR to another directory")
+        if not contact or not contact.get("launcher_pid"):
+            return
+        pid = int(contact["launcher_pid"])
+        if pid != os.getpid() and pid_alive(pid):
+            raise StartupError(f"a swarm is already running from {self.run_dir} (launcher pid {pid}); stop it first "
+                               f"or set RUN_DIR to another directory")
+        # Its launcher was killed: the addresses and key in it are a dead swarm's. Until ours is ready, a client
+        # must find no contact file ("start one") rather than try to join the old run's nodes.
+        logger.info("removing the contact file of a swarm that is gone (launcher pid %d)", pid)
+        with contextlib.suppress(OSError):
+            (self.run_dir / CONTACT_FILE).unlink()
 
     def _write_contact(self) -> None:
         nodes = [{"index": n.index, "pid": n.proc.pid, "peer_id": n.peer_id, "maddrs": n.maddrs,
                   "log": str(n.log_path), "restarts": n.restarts} for n in self.nodes if n.peer_id and n.alive]
         write_json_atomic(self.run_dir / CONTACT_FILE, {
             "version": CONTACT_VERSION, "launcher_pid": os.getpid(), "started_at": self.started_at,
+            "swarm_key": self.settings.swarm_key,  # what submit_task.py proves itself with; the file is mode 0600
             "ready_seconds": self.ready_seconds, "initial_peers": [m for n in nodes for m in n["maddrs"]],
             "nodes": nodes})
 

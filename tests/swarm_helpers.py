@@ -148,3 +148,35 @@ def wait_gone(pids: list[int], timeout: float = 5.0) -> list[int]:
     while (left := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
         time.sleep(0.1)
     return left
+
+
+# --- processes found by an environment tag (tests/test_faults.py) ----------------------------------------------
+# A variable every process of one test run inherits (launcher, nodes, their DHT children, p2pd, torch_shm_manager,
+# helper processes), so leftovers are found even after their parent died and they were re-parented to init.
+# Not RCP_*: the settings loader refuses unknown RCP_ variables.
+TAG_ENV = "RCPTEST_TAG"
+
+
+def tagged(tag: str) -> dict[int, str]:
+    """pid -> command line of every live process whose environment has ``TAG_ENV=tag``."""
+    needle = f"{TAG_ENV}={tag}".encode()
+    found = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in env.split(b"\0") and alive(pid):
+            found[pid] = cmdline(pid)
+    return found
+
+
+def wait_untagged(tag: str, timeout: float) -> dict[int, str]:
+    """Wait until no process carries ``tag``; returns those still running after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while (left := tagged(tag)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
