@@ -149,8 +149,10 @@ def _join(*blocks: str) -> str:
 def decide(spec: TaskSpec, max_parts: int) -> list[ChatMessage]:
     system = (f"{TAG_DECIDE} You are a senior Python engineer planning work. Decide whether to write the task "
               f"directly (\"direct\") or split it into 2 to {max_parts} separate functions or classes "
-              "(\"decompose\"). Choose \"direct\" for one function or one small class. "
-              "Choose \"decompose\" only when the task asks for several independent pieces. Reply in JSON.")
+              "(\"decompose\"). Choose \"direct\" for one function, one class with its methods, or a module "
+              "of up to six short functions: one programmer writes that in one go, and it is split later only "
+              "if that fails. Choose \"decompose\" only for a larger task of several independent components. "
+              "Reply in JSON.")
     return [ChatMessage(role="system", content=system),
             ChatMessage(role="user", content=_join(_task(spec), _context(spec), f"Module: {spec.module}.py"))]
 
@@ -158,7 +160,8 @@ def decide(spec: TaskSpec, max_parts: int) -> list[ChatMessage]:
 def plan(spec: TaskSpec, max_parts: int, *, failure: str = "", rejected: str = "") -> list[ChatMessage]:
     system = (f"{TAG_PLAN} You split a Python task into 2 to {max_parts} parts. Each part is one top-level "
               f"function or class that another programmer writes alone; together they go in `{spec.module}.py`. "
-              "Parts must not call each other. For each part give: a unique name, its kind, its signature (only the "
+              "Parts must not call each other. A class is one part with all its methods: never turn its methods "
+              "into separate functions. For each part give: a unique name, its kind, its signature (only the "
               "`def` or `class` line with parameter names, no body), its behaviour, and tests: "
               f"`from {spec.module} import <name>` then 2 to 4 `def test_...():` functions with plain asserts on "
               "small inputs whose results you have checked. Reply in JSON.")
