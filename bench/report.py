@@ -56,9 +56,15 @@ def refresh(results: dict) -> dict:
     per_arm_rows: dict[str, list[dict]] = {}
     for suite in SUITES:
         arms = results["quality"][suite]["arms"]
+        # Arms are compared on the tasks every one of them ran (a partial run of one arm must not flatter it).
+        task_sets = [{r["task"] for r in data["rows"]} for data in arms.values()]
+        common = set.intersection(*task_sets) if task_sets else set()
         for arm, data in arms.items():
             meta = {k: v for k, v in data.items() if k in ("model", "settings", "started")}
-            arms[arm] = summarize_arm(data["rows"], meta)
+            rows = data["rows"]
+            arms[arm] = summarize_arm([r for r in rows if r["task"] in common], meta)
+            arms[arm]["rows"] = rows
+            arms[arm]["not_in_every_arm"] = sorted({r["task"] for r in rows} - common)
             if suite == "humaneval":
                 arms[arm]["pass_at_1"] = arms[arm]["solved_rate"]
             per_arm_rows.setdefault(arm, []).extend(data["rows"])
@@ -123,7 +129,8 @@ def markdown(results: dict) -> str:
     for run in results.get("runs", []):
         lines.append(f"- run {run.get('started', '?')}: `{run.get('command', '')}` · model {run.get('model', '?')} · "
                      f"load {run.get('load_avg_1min', '?')}")
-    lines += ["", "## Quality", "",
+    lines += ["", "## Quality", "", "Counts and medians are over the tasks every arm of a suite ran; the per-task "
+              "table lists all.", "",
               "| suite | arm | solved | hidden tests passed | median tokens/task | median s/task | rcp claimed "
               "(refuted) |", "|---|---|---|---|---|---|---|"]
     for suite in SUITES:

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-TASK=${DEMO_TASK:-"Write a Python module textstats.py with four functions: word_count(text) returning the number of whitespace-separated words, char_frequency(text) returning a dict of character counts ignoring spaces, most_common_word(text) returning the most frequent lower-cased word (ties: the first seen), and is_palindrome(text) ignoring case, spaces and punctuation."}
+TASK=${DEMO_TASK:-"Write a Python module textstats.py with four functions: word_count(text) returns the number of whitespace-separated words, e.g. \`word_count('a b  c') == 3\`; char_frequency(text) returns a dict mapping each character except spaces to its count, e.g. \`char_frequency('aba b') == {'a': 2, 'b': 2}\`; most_common_word(text) returns the most frequent lower-cased word, the first seen on ties, e.g. \`most_common_word('b a B a') == 'b'\`; is_palindrome(text) tells whether text reads the same backwards ignoring case, spaces and punctuation, e.g. \`is_palindrome('A man, a plan, a canal: Panama') == True\`."}
 OUT=${DEMO_OUT:-demo-output}
 mkdir -p .rcp
 LOG=.rcp/demo-network.log

@@ -172,13 +172,15 @@ def test_merge_later_rows_win_and_summaries_follow():
                              {"nodes": 3, "ready_s": 4.0, "memory_mib_total": 900.0}]}
     merged = report.merge([one, two])
     single = merged["quality"]["composite"]["arms"]["single"]
-    assert single["tasks"] == 2 and single["solved"] == 2 and single["tests_passed"] == 18
+    # The swarm ran only task a: arms are compared on the tasks both ran, and b stays in the rows.
+    assert single["tasks"] == 1 and single["solved"] == 1 and single["tests_passed"] == 9
+    assert len(single["rows"]) == 2 and single["not_in_every_arm"] == ["b"]
     swarm = merged["quality"]["composite"]["arms"]["swarm"]
     assert swarm["rcp_claimed_solved"] == 1 and swarm["rcp_claims_refuted"] == 0
     assert merged["efficiency"]["arms"]["swarm"]["utilisation"] == 0.5
     assert merged["scale"]["growth"]["ready_s"]["per_node"] == 1.0
     text = report.markdown(merged)
-    assert "| composite | single | 2/2 (100 %) | 18/18 |" in text
+    assert "| composite | single | 1/1 (100 %) | 9/9 |" in text
 
 
 def test_growth():
