@@ -41,7 +41,7 @@ demo-model: $(STAMPS)/venv
 	$(BIN)/python -m rcp.models fetch $(DEMO_MODEL) --source $(MODEL_SOURCE)
 
 # Quality (single shot vs one node vs the swarm), efficiency and scale in one report: bench/results/latest.{json,md}
-# and bench/results/plots/. The quick preset takes ~25-40 min on 2 cores; full runs: see bench/README.md.
+# and bench/results/plots/. The quick preset takes ~15-25 min on 2 cores; full runs: see bench/README.md.
 BENCH_ARGS ?= --quick
 bench: setup test-model demo-model
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -11,8 +11,8 @@ Sections (``--only``):
 
 Output in ``--out`` (default ``bench/results``): ``<timestamp>.json`` (rewritten after every task, so a long run
 that dies keeps what it measured), then ``latest.json``, ``latest.md`` and ``plots/*.png``. ``--merge FILE ...``
-combines partial runs into one report instead of measuring. ``--quick`` is what `make bench` runs: 2 composite
-tasks, 3 HumanEval problems, a 3-node swarm, scale 1/3/6, 180 s per task (about 25-40 min on 2 cores with the
+combines partial runs into one report instead of measuring. ``--quick`` is what `make bench` runs: 1 composite
+task, 2 HumanEval problems, a 3-node swarm, scale 1/3/6, 150 s per task (about 15-25 min on 2 cores with the
 1.5B model); explicit flags override it.
 """
 
@@ -39,8 +39,9 @@ from rcp.settings import PROJECT_ROOT, Settings, add_settings_arguments, load_se
 logger = logging.getLogger("bench")
 
 SECTIONS = ["quality", "efficiency", "scale"]
-QUICK = {"tasks": 2, "humaneval_limit": 3, "humaneval_step": 40, "nodes": 3, "scale_nodes": "1,3,6",
-         "task_timeout": 180.0}
+# ~15-25 min on 2 cores with the 1.5B: one composite task, two HumanEval problems, every arm, a 3-node swarm.
+QUICK = {"tasks": 1, "humaneval_limit": 2, "humaneval_step": 80, "nodes": 3, "scale_nodes": "1,3,6",
+         "task_timeout": 150.0}
 DEFAULTS = {"tasks": None, "humaneval_limit": None, "humaneval_step": 4, "nodes": None,
             "scale_nodes": "1,3,6,12,24", "task_timeout": None}
 # Settings the bench passes on to every arm. llm_backend/llm_script let the swarm arm run on the scripted fake,

@@ -212,8 +212,8 @@ def test_cli_merge_writes_report_and_plots(tmp_path):
 def test_quick_preset_and_overrides():
     from bench.run import build_parser, resolve
 
-    args = resolve(build_parser().parse_args(["--quick", "--tasks", "1"]))
-    assert (args.tasks, args.humaneval_limit, args.nodes, args.scale_nodes) == (1, 3, 3, "1,3,6")
+    args = resolve(build_parser().parse_args(["--quick", "--tasks", "2"]))
+    assert (args.tasks, args.humaneval_limit, args.nodes, args.scale_nodes) == (2, 2, 3, "1,3,6")
     full = resolve(build_parser().parse_args(["--arms", "single,swarm", "--only", "quality"]))
     assert full.arms == ["single", "swarm"] and full.only == ["quality"] and full.humaneval_step == 4
     with pytest.raises(SystemExit):
