@@ -214,7 +214,14 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    written: list[Path] = []
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        written.append(out_dir / name)
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+
     q = results["quality"]
     bars = []  # (label, arm, value)
     for arm in ARMS:
@@ -240,10 +247,7 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
         ax.set_ylim(0, 100)
         ax.set_title("Quality per arm")
         ax.legend()
-        fig.tight_layout()
-        written.append(out_dir / "quality.png")
-        fig.savefig(written[-1], dpi=100)
-        plt.close(fig)
+        save(fig, "quality.png")
     eff = results["efficiency"]
     if eff.get("arms"):
         fig, ax = plt.subplots(figsize=(8, 4))
@@ -258,10 +262,7 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
         ax.set_ylabel("generated tokens/s")
         ax.set_title("Generation throughput over time")
         ax.legend()
-        fig.tight_layout()
-        written.append(out_dir / "utilisation.png")
-        fig.savefig(written[-1], dpi=100)
-        plt.close(fig)
+        save(fig, "utilisation.png")
     sc = results.get("scale")
     runs = [r for r in (sc or {}).get("runs", []) if "error" not in r]
     if runs:
@@ -283,8 +284,5 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
         for ax in axes:
             ax.set_xlabel("nodes")
         fig.suptitle("Scale with the scripted LLM")
-        fig.tight_layout()
-        written.append(out_dir / "scale.png")
-        fig.savefig(written[-1], dpi=100)
-        plt.close(fig)
+        save(fig, "scale.png")
     return written
