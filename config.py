@@ -29,6 +29,9 @@ MODEL_PATH = "models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"  # GGUF chat model
 # most GENERATION_SLOTS generations at once across all nodes of this host.
 N_THREADS = 1  # generation threads per node
 GENERATION_SLOTS = 0  # generations at once on this host, all nodes together; 0 = one per N_THREADS cores
+# A generation that starts while other slots are free takes them too and runs with their threads, so a lone
+# generation uses every core (1.5B here: 1 thread ~6 tokens/s, 2 threads ~12); later ones wait as for any busy slot.
+N_THREADS_MAX = 0  # most threads one generation may use that way; 0 = every core; set it to N_THREADS to turn it off
 N_CTX = 4096  # context window (tokens); prompts plus code plus test failures fit in 4k for module-sized tasks
 MAX_TOKENS = 1024  # cap on one generation; a module of four functions with tests is ~500-800 tokens
 TEMPERATURE = 0.2  # low but not greedy, so a retry can take another path

@@ -46,8 +46,8 @@ DEFAULTS = {"tasks": None, "humaneval_limit": None, "humaneval_step": 4, "nodes"
             "scale_nodes": "1,3,6,12,24", "task_timeout": None}
 # Settings the bench passes on to every arm. llm_backend/llm_script let the swarm arm run on the scripted fake,
 # which checks the harness's plumbing without a model (the quality numbers are then meaningless).
-TUNABLE = ["n_threads", "generation_slots", "max_tokens", "temperature", "max_retries", "max_depth", "max_subtasks",
-           "max_llm_calls", "sandbox_image", "llm_backend", "llm_script"]
+TUNABLE = ["n_threads", "generation_slots", "n_threads_max", "max_tokens", "temperature", "max_retries", "max_depth",
+           "max_subtasks", "max_llm_calls", "sandbox_image", "llm_backend", "llm_script"]
 
 
 def _csv(value: str, allowed: list[str] | None = None) -> list[str]:
@@ -112,7 +112,7 @@ class Run:
     def arm_settings(self) -> dict:
         s = self.settings
         return {"model": s.model_file.name, "llm_backend": s.llm_backend, "n_threads": s.n_threads,
-                "generation_slots": s.generation_slots,
+                "generation_slots": s.generation_slots, "n_threads_max": s.n_threads_max,
                 "n_ctx": s.n_ctx, "max_tokens": s.max_tokens, "temperature": s.temperature,
                 "max_retries": s.max_retries, "max_depth": s.max_depth, "max_subtasks": s.max_subtasks,
                 "max_llm_calls": s.max_llm_calls, "task_timeout": self.args.task_timeout, "seed": self.args.seed}
@@ -147,9 +147,8 @@ def _row(name: str, run, grade) -> dict:
 async def quality(r: Run) -> None:
     from bench.arms import SwarmArm, TimedLlamaCppLLM, run_node, run_single
     from bench.grading import grade_composite, grade_humaneval
-    from rcp.llm import create_llm  # noqa: F401 - fails early with the usual message if llama-cpp is missing
+    from rcp.llm import host_slots  # also fails early with the usual message if llama-cpp is missing
     from rcp.sandbox import DockerSandbox, SandboxLimits
-    from rcp.slots import HostSlots, default_slots
 
     args, s = r.args, r.settings
     items: list[tuple[str, str, object]] = []
@@ -170,7 +169,7 @@ async def quality(r: Run) -> None:
         if local:
             llm = await TimedLlamaCppLLM.create(s.model_file, n_threads=s.n_threads, n_ctx=s.n_ctx,
                                                 max_tokens=s.max_tokens, temperature=s.temperature, seed=args.seed,
-                                                slots=HostSlots(s.generation_slots or default_slots(s.n_threads)))
+                                                slots=host_slots(s), n_threads_max=s.n_threads_max)
             try:
                 for arm in local:
                     for suite, name, item in items:

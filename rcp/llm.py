@@ -21,6 +21,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -330,9 +331,12 @@ class LlamaCppLLM(LLM):
     """
 
     def __init__(self, llama: Any, path: Path, *, max_tokens: int, temperature: float,
-                 slots: HostSlots | None = None) -> None:
+                 slots: HostSlots | None = None, n_threads: int = 1, n_threads_max: int = 1) -> None:
         super().__init__(path.stem, max_tokens=max_tokens, temperature=temperature)
         self._slots = slots  # host-wide generation limit shared with the other nodes (rcp.slots)
+        self.n_threads = n_threads  # threads per held slot
+        self.n_threads_max = max(n_threads, n_threads_max)  # threads when free slots are taken too (widening)
+        self.threads_used = n_threads  # of the latest generation
         self.path = path
         self.n_ctx: int = llama.n_ctx()
         self._llama: Any = llama
@@ -342,8 +346,12 @@ class LlamaCppLLM(LLM):
     @classmethod
     async def create(cls, path: Path | str, *, n_threads: int = 2, n_ctx: int = 4096, max_tokens: int = 1024,
                      temperature: float = 0.2, seed: int | None = None,
-                     slots: HostSlots | None = None) -> LlamaCppLLM:
-        """Load ``path`` in a worker thread. ``seed`` makes sampling repeatable (llama.cpp treats 0 as random)."""
+                     slots: HostSlots | None = None, n_threads_max: int = 0) -> LlamaCppLLM:
+        """Load ``path`` in a worker thread. ``seed`` makes sampling repeatable (llama.cpp treats 0 as random).
+
+        With ``slots``, a generation that finds other host slots free takes them and runs with up to
+        ``n_threads_max`` threads (0: every core), ``n_threads`` per slot held.
+        """
         path = Path(path)
         if not path.is_file():
             raise ModelMissingError(f"model file {path} not found; {_fetch_advice(path)}")
@@ -359,7 +367,8 @@ class LlamaCppLLM(LLM):
                            "so replies will be poor", path.name)
         logger.info("loaded %s in %.1f s (%d threads, %d-token context)", path.name, time.perf_counter() - started,
                     n_threads, n_ctx)
-        return cls(llama, path, max_tokens=max_tokens, temperature=temperature, slots=slots)
+        return cls(llama, path, max_tokens=max_tokens, temperature=temperature, slots=slots, n_threads=n_threads,
+                   n_threads_max=n_threads_max or os.cpu_count() or 1)
 
     def _checked_grammar(self, json_schema: dict[str, Any]) -> dict[str, Any]:
         """The grammar schema for ``json_schema``, proven to convert and to parse in llama.cpp; cached."""
@@ -423,10 +432,20 @@ class LlamaCppLLM(LLM):
         """The blocking generation, in a worker thread, holding a host-wide slot while it runs."""
         if self._slots is None:
             return llama.create_chat_completion(**kwargs)
-        with self._slots.hold() as waited:
-            if waited > 1.0:
-                logger.debug("waited %.1f s for a generation slot", waited)
+        extra = -(-self.n_threads_max // self.n_threads) - 1  # slots beyond the first that widening may take
+        with self._slots.hold(extra=extra) as held:
+            if held.waited > 1.0:
+                logger.debug("waited %.1f s for a generation slot", held.waited)
+            self._use_threads(llama, min(self.n_threads_max, held.slots * self.n_threads))
             return llama.create_chat_completion(**kwargs)
+
+    def _use_threads(self, llama: Any, threads: int) -> None:
+        """Set the context's generation and prompt threads (cheap: llama.cpp reads them at each decode)."""
+        if threads != self.threads_used:
+            import llama_cpp
+
+            llama_cpp.llama_set_n_threads(llama._ctx.ctx, threads, threads)
+            self.threads_used = threads
 
     def _generation_done(self, job: asyncio.Future) -> None:
         self._lock.release()
@@ -451,6 +470,11 @@ async def create_llm(settings: Settings) -> LLM:
         if not settings.llm_script:
             raise ConfigError("LLM_BACKEND = 'scripted' needs LLM_SCRIPT, a JSON file of canned replies")
         return ScriptedLLM.from_file(settings.resolve(settings.llm_script))
-    slots = HostSlots(settings.generation_slots or default_slots(settings.n_threads))
     return await LlamaCppLLM.create(settings.model_file, n_threads=settings.n_threads, n_ctx=settings.n_ctx,
-                                    max_tokens=settings.max_tokens, temperature=settings.temperature, slots=slots)
+                                    max_tokens=settings.max_tokens, temperature=settings.temperature,
+                                    slots=host_slots(settings), n_threads_max=settings.n_threads_max)
+
+
+def host_slots(settings: Settings) -> HostSlots:
+    """The host-wide generation slots every node of this machine shares (``GENERATION_SLOTS``)."""
+    return HostSlots(settings.generation_slots or default_slots(settings.n_threads))

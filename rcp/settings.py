@@ -58,6 +58,8 @@ class Settings(BaseModel):
     model_path: str = Field(min_length=1, description="GGUF file each node loads")
     n_threads: int = Field(ge=1, le=256, description="CPU threads per node for generation")
     generation_slots: int = Field(ge=0, le=256, description="generations at once on this host (0: cores / N_THREADS)")
+    n_threads_max: int = Field(ge=0, le=256, description="threads of a generation that finds other slots free and "
+                                                         "takes them (0: every core; N_THREADS: never widen)")
     n_ctx: int = Field(ge=512, le=131072, description="context window in tokens")
     max_tokens: int = Field(ge=16, le=32768, description="most tokens one generation may produce")
     temperature: float = Field(ge=0.0, le=2.0, description="sampling temperature (0 is greedy)")

@@ -10,6 +10,11 @@ How: ``count`` lock files in one directory, taken with ``fcntl.flock``. The kern
 process's locks, so a killed node never leaks a slot. Waiting polls (no FIFO order); generations last
 seconds, so a 20 ms poll costs nothing measurable.
 
+Widening: a generation that, once it holds its slot, finds other slots free may take them too (``extra``) and run
+with the threads of all it holds. A lone generation then uses every core (measured, 1.5B on 2 cores: 1 thread
+5.7-6.4 tokens/s, 2 threads 11.9) instead of leaving half the machine idle; a generation that starts while it
+runs waits for it, as it would for any busy slot, so cores are never oversubscribed.
+
 Deliberately left out: priorities, and limits across machines (each host has its own cores).
 """
 
@@ -21,6 +26,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 POLL_S = 0.02
@@ -35,8 +41,16 @@ def default_directory() -> Path:
     return Path(tempfile.gettempdir()) / f"rcp-generation-slots-{os.getuid()}"
 
 
+@dataclass(frozen=True)
+class Held:
+    """What ``HostSlots.hold`` got: seconds spent waiting, and how many slots the block holds (1 + extras)."""
+
+    waited: float
+    slots: int
+
+
 class HostSlots:
-    """``with slots.hold(): ...`` runs the block while holding one of ``count`` host-wide slots (blocking)."""
+    """``with slots.hold() as held: ...`` runs the block while holding one of ``count`` host-wide slots (blocking)."""
 
     def __init__(self, count: int, directory: Path | None = None) -> None:
         if count < 1:
@@ -45,26 +59,34 @@ class HostSlots:
         self.directory = directory or default_directory()
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def _try_take(self) -> int | None:
+    def _try_take(self, most: int = 1) -> list[int]:
+        """Descriptors of up to ``most`` free slots, now locked by this process (none free: empty)."""
+        taken: list[int] = []
         for i in range(self.count):
+            if len(taken) == most:
+                break
             fd = os.open(self.directory / f"slot-{i}.lock", os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
                 continue
-            return fd
-        return None
+            taken.append(fd)
+        return taken
 
     @contextlib.contextmanager
-    def hold(self, timeout: float | None = None) -> Iterator[float]:
-        """Hold a slot for the block; yields the seconds spent waiting. Raises TimeoutError after ``timeout``."""
+    def hold(self, timeout: float | None = None, extra: int = 0) -> Iterator[Held]:
+        """Hold a slot for the block, plus up to ``extra`` more if they are free once the first is taken.
+
+        Waits for the first slot only (never for extras). Raises TimeoutError after ``timeout`` seconds.
+        """
         started = time.monotonic()
-        while (fd := self._try_take()) is None:
+        while not (fds := self._try_take(1 + max(0, extra))):
             if timeout is not None and time.monotonic() - started > timeout:
                 raise TimeoutError(f"no generation slot free on this host after {timeout:.0f} s")
             time.sleep(POLL_S)
         try:
-            yield time.monotonic() - started
+            yield Held(waited=time.monotonic() - started, slots=len(fds))
         finally:
-            os.close(fd)  # closing the descriptor drops the flock
+            for fd in fds:
+                os.close(fd)  # closing the descriptor drops the flock

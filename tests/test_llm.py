@@ -31,6 +31,7 @@ from rcp.llm import (
     grammar_schema,
 )
 from rcp.settings import PROJECT_ROOT, load_settings
+from rcp.slots import HostSlots
 
 TEST_MODEL = PROJECT_ROOT / "models" / "qwen2.5-coder-0.5b-instruct.gguf"
 
@@ -430,3 +431,23 @@ async def test_create_llm_loads_the_llama_backend_and_closes_twice():
     with pytest.raises(RuntimeError, match="closed"):
         await llm.chat(user("again"))
 
+
+
+@pytest.mark.model
+async def test_real_model_widens_to_free_slots_and_narrows_when_they_are_taken(tmp_path):
+    """A lone generation runs with the threads of every free slot; with another slot held it keeps one thread."""
+    if not TEST_MODEL.is_file():
+        pytest.skip(f"{TEST_MODEL.name} not present")
+    import llama_cpp
+
+    slots = HostSlots(2, tmp_path)
+    llm = await LlamaCppLLM.create(TEST_MODEL, n_threads=1, n_ctx=1024, max_tokens=8, temperature=0.0, seed=7,
+                                   slots=slots, n_threads_max=2)
+    try:
+        assert (await llm.chat(user("Say hello."))).strip()
+        assert llm.threads_used == 2 and llama_cpp.llama_n_threads(llm._llama._ctx.ctx) == 2
+        with slots.hold(timeout=1):  # another node generating: one slot left
+            assert (await llm.chat(user("Say hello again."))).strip()
+            assert llm.threads_used == 1 and llama_cpp.llama_n_threads(llm._llama._ctx.ctx) == 1
+    finally:
+        await llm.close()

@@ -29,8 +29,8 @@ def test_slots_limit_holders_across_processes(tmp_path):
                 pass
         os.kill(holder.pid, signal.SIGKILL)  # a killed holder must not leak its slot
         holder.join(10)
-        with slots.hold(timeout=5) as waited:
-            assert waited < 5
+        with slots.hold(timeout=5) as held:
+            assert held.waited < 5 and held.slots == 1
     finally:
         holder.kill()
         holder.join()
@@ -44,3 +44,16 @@ def test_two_slots_admit_two_holders(tmp_path):
                 pass
     with slots.hold(timeout=1):
         pass
+
+
+def test_widening_takes_free_slots_but_never_waits_for_them(tmp_path):
+    slots = HostSlots(3, tmp_path)
+    with slots.hold(timeout=1, extra=1) as held:  # asks for one extra: gets it, leaves the third free
+        assert held.slots == 2
+        with slots.hold(timeout=1, extra=5) as rest:  # only one left: takes it without waiting for more
+            assert rest.slots == 1
+            with pytest.raises(TimeoutError):
+                with slots.hold(timeout=0.2):
+                    pass
+    with slots.hold(timeout=1, extra=5) as everything:  # all released on exit
+        assert everything.slots == 3
