@@ -681,3 +681,17 @@ def task_examples(text: str, module: str, only: str | None = None) -> str:
 def assert_sources(tests: str) -> set[str]:
     """The source lines of the asserts in ``tests``, as pytest shows a failing one."""
     return {ln.strip() for ln in tests.splitlines() if ln.strip().startswith("assert ")}
+
+
+def code_key(code: str) -> str:
+    """What two listings share when they are the same program: the syntax tree without docstrings, so comments,
+    layout and docstring wording do not count (text with blank space collapsed, for code that does not parse)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return " ".join(code.split())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and _is_docstring(body[0]):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)

@@ -64,6 +64,7 @@ class CallStats(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    temperature: float = 0.0
     ok: bool = True
 
 
@@ -124,11 +125,11 @@ class LLM(ABC):
 
     async def _timed(self, kind, messages, max_tokens, temperature, json_schema) -> Generation:
         started = time.perf_counter()
-        gen = await self._generate(messages, max_tokens=max_tokens or self.max_tokens,
-                                   temperature=self.temperature if temperature is None else temperature,
+        temperature = self.temperature if temperature is None else temperature
+        gen = await self._generate(messages, max_tokens=max_tokens or self.max_tokens, temperature=temperature,
                                    json_schema=json_schema)
         stats = CallStats(kind=kind, prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
-                          seconds=time.perf_counter() - started)
+                          seconds=time.perf_counter() - started, temperature=temperature)
         self.calls.append(stats)
         logger.debug("%s call: %d+%d tokens in %.1f s", kind, stats.prompt_tokens, stats.completion_tokens,
                      stats.seconds)

@@ -194,7 +194,8 @@ def tests(spec: TaskSpec, existing: str = "", *, error: str = "") -> list[ChatMe
     return [ChatMessage(role="system", content=system), ChatMessage(role="user", content=_join(*blocks))]
 
 
-def code(spec: TaskSpec, tests_text: str, *, previous: str = "", failure: str = "") -> list[ChatMessage]:
+def code(spec: TaskSpec, tests_text: str, *, previous: str = "", failure: str = "",
+         repeated: bool = False) -> list[ChatMessage]:
     system = (f"{TAG_CODE} You are an expert Python programmer. Reply with the complete code of the module in one "
               "```python block. Use only the standard library. Do not include tests, examples, print calls or "
               "input().")
@@ -204,6 +205,9 @@ def code(spec: TaskSpec, tests_text: str, *, previous: str = "", failure: str = 
     if previous or failure:
         blocks.append(f"Previous attempt:\n{_fence(clip(previous, MAX_LISTING))}\nIt failed:\n"
                       f"{clip(failure, MAX_FAILURE)}\nFix the code and reply with the whole corrected module.")
+    if repeated:
+        blocks.append("Your last reply was this same code again, and it still fails. Rethink the logic the failing "
+                      "test checks and change it.")
     # The instruction comes last, after any listing: shown tests last, the 0.5B echoed them back (seen in a real
     # run) instead of writing the module.
     names = [spec.contract.name] if spec.contract else _imported_names(tests_text, spec.module)

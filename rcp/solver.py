@@ -72,6 +72,7 @@ from rcp.assemble import (
     cap_checks,
     check_signature,
     clean_module,
+    code_key,
     count_checks,
     defined_names,
     drop_asserts,
@@ -120,6 +121,10 @@ TESTS_TOKENS = 400  # 6 short tests are ~250 tokens; a model repeating one asser
 MAX_GENERATED_CHECKS = 8  # asserts kept of generated tests (rcp.assemble.cap_checks says why)
 PLAN_TOKENS = 1536  # 4 parts at the Plan schema's string bounds (~870 chars each) are ~900 tokens; room for JSON
 THIN_TESTS = 2  # contract tests with fewer checks than this get generated tests added
+# A retry whose prompt is the same as the last one's gets the same code back at a low temperature (seen in real
+# runs on the 1.5B: three retries of 195 identical tokens). The attempt after a repeat is sampled hotter.
+REPEAT_TEMPERATURE_STEP = 0.35
+MAX_RETRY_TEMPERATURE = 1.0
 CHILD_TIME_SHARE = 0.8  # parts may use this share of the remaining time; the rest is kept for integration
 MIN_CHILD_SECONDS = 1.0
 # pytest imports conftest.py before collecting: generated code there would run before any test and could forge
@@ -501,26 +506,43 @@ class Solver:
         previous = failure = ""
         checks = count_checks(tests)
         last_fails: dict[str, str] = {}
+        tried: dict[str, tuple[_Candidate, str]] = {}  # run against these tests, keyed by code_key
+        repeats = 0
         for attempt in range(1, self.settings.max_retries + 2):
             t.trace.attempts += 1
             try:
-                reply = await self._chat(t, prompts.code(spec, tests, previous=previous, failure=failure))
+                reply = await self._chat(t, prompts.code(spec, tests, previous=previous, failure=failure,
+                                                         repeated=repeats > 0),
+                                         temperature=self._retry_temperature(repeats))
                 code = clean_module(prompts.parse_code_reply(reply), spec.module)
             except (ModelOutputError, AssemblyError) as e:
                 failure = f"Your reply could not be used: {e}. Reply with one ```python block."
                 self._event(t, EventKind.ATTEMPT, f"attempt {attempt}: unusable reply: {e}", attempt=attempt)
                 continue
-            self._event(t, EventKind.ATTEMPT, f"attempt {attempt}: {len(code.splitlines())} lines", attempt=attempt)
-            previous = code
-            if spec.contract is not None:
-                problem = check_signature(code, spec.contract.signature)
-                if problem:
-                    failure = f"Wrong signature: {problem}. It must be exactly: {spec.contract.signature.strip()}"
-                    self._event(t, EventKind.TESTED, f"attempt {attempt}: not run, {problem}", attempt=attempt)
-                    continue
-            cand, failure = await self._run_tests(t, code, tests, f"attempt {attempt}", attempt=attempt)
-            if cand.solved:
-                return cand
+            key = code_key(code)
+            if key in tried:
+                # Not run again: it would fail the same way. The model writing it twice still counts as a second
+                # vote for its behaviour below, but the next attempt is sampled hotter to get something new.
+                repeats += 1
+                cand, failure = tried[key]
+                self._event(t, EventKind.ATTEMPT, f"attempt {attempt}: the same code as an earlier attempt, not run "
+                            f"again; the next is sampled at temperature {self._retry_temperature(repeats):.2f}",
+                            attempt=attempt)
+            else:
+                repeats = 0
+                self._event(t, EventKind.ATTEMPT, f"attempt {attempt}: {len(code.splitlines())} lines",
+                            attempt=attempt)
+                previous = code
+                if spec.contract is not None:
+                    problem = check_signature(code, spec.contract.signature)
+                    if problem:
+                        failure = f"Wrong signature: {problem}. It must be exactly: {spec.contract.signature.strip()}"
+                        self._event(t, EventKind.TESTED, f"attempt {attempt}: not run, {problem}", attempt=attempt)
+                        continue
+                cand, failure = await self._run_tests(t, code, tests, f"attempt {attempt}", attempt=attempt)
+                if cand.solved:
+                    return cand
+                tried[key] = (cand, failure)
             # An assert that fails the same way for two different attempts may expect the wrong value: small
             # models miscompute expected values more often than they miswrite simple code.
             fails = failed_asserts(cand.run.output_tail, f"test_{spec.module}.py")
@@ -532,12 +554,19 @@ class Solver:
                 if n:
                     t.dropped += n
                     tests = t.tests = amended
+                    tried.clear()  # runs against the old tests
                     cand, failure = await self._run_tests(t, code, tests, f"attempt {attempt} without the wrong "
                                                           "checks", attempt=attempt)
                     if cand.solved:
                         return cand
         t.last_failure = failure
         return t.best
+
+    def _retry_temperature(self, repeats: int) -> float | None:
+        """Sampling temperature of a code attempt: the setting's, raised after the model repeated itself."""
+        if repeats == 0:
+            return None
+        return min(MAX_RETRY_TEMPERATURE, max(self.llm.temperature, 0.0) + REPEAT_TEMPERATURE_STEP * repeats)
 
     async def _dispute(self, t: _Task, tests: str, fails: list[FailedAssert], limit: int) -> tuple[str, int]:
         """``tests`` without the failing asserts a review judges wrong (at most ``limit``), and how many went."""
@@ -862,12 +891,13 @@ class Solver:
             s = self.llm.calls[-1]
             t.trace.tokens += s.prompt_tokens + s.completion_tokens
 
-    async def _chat(self, t: _Task, messages: list[ChatMessage], max_tokens: int | None = None) -> str:
+    async def _chat(self, t: _Task, messages: list[ChatMessage], max_tokens: int | None = None,
+                    temperature: float | None = None) -> str:
         self._take(t)
         logger.debug("task %s asks:\n%s", t.spec.task_id, messages[-1].content)
         before = self.llm.calls[-1] if self.llm.calls else None
         try:
-            reply = await self.llm.chat(messages, max_tokens=max_tokens)
+            reply = await self.llm.chat(messages, max_tokens=max_tokens, temperature=temperature)
         finally:
             self._account(t, before)
         logger.debug("task %s got:\n%s", t.spec.task_id, reply)

@@ -336,3 +336,13 @@ def test_task_examples_keep_literal_calls_compared_to_literals():
     exec(compile(only.replace("from romans import from_roman\n", ""), "t", "exec"), ns)  # noqa: S102
     ns["from_roman"] = lambda s: 10
     ns["test_examples_from_the_task"]()
+
+
+def test_code_key_ignores_comments_layout_and_docstrings_but_not_logic():
+    from rcp.assemble import code_key
+
+    a = "def f(x):\n    return x + 1\n"
+    b = '"""Module."""\n\ndef f(x):  # add one\n    """Doc."""\n\n    return (x + 1)\n'
+    assert code_key(a) == code_key(b)
+    assert code_key(a) != code_key("def f(x):\n    return x + 2\n")
+    assert code_key("def f(:\n  pass") == code_key("def f(:   pass")  # unparsable: blank space collapsed

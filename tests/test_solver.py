@@ -136,6 +136,28 @@ async def test_failure_is_fed_back_and_the_retry_passes(settings):
     assert [e.tests_failed for e in events if e.kind == EventKind.TESTED] == [1, 0]
 
 
+async def test_a_repeated_attempt_is_not_rerun_and_the_next_is_sampled_hotter(settings):
+    bad = "def is_prime(n):\n    return n > 1  # BUG\n"
+    same = '"""The same program: only the docstring and comments differ."""\n\n\ndef is_prime(n):\n' \
+           '    """Prime?"""\n    return n > 1  # BUG again\n'
+    good = "def is_prime(n):\n    return n > 1 and all(n % f for f in range(2, n))\n"
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:decide\]", "replies": [{"reason": "small", "action": "direct"}]},
+        {"match": r"\[rcp:tests\]", "replies": [fence("def test_four():\n    assert not is_prime(4)\n")]},
+        {"match": r"\[rcp:code\]", "replies": [fence(bad), fence(same), fence(good)]},
+        {"match": r"\[rcp:review\]", "replies": [{"reason": "4 = 2 * 2 is not prime", "wrong": "code"}]}])
+    sandbox = FakeSandbox(rule=fails_when("BUG", "test_four: assert not is_prime(4)\nE   AssertionError"))
+    result, events = await solve(Solver(llm, sandbox, settings.model_copy(update={"max_retries": 2})),
+                                 root("Write is_prime(n)."))
+    assert result.solved and result.code.strip() == good.strip()
+    assert len(sandbox.runs) == 2  # the repeat was not run again
+    code_calls = [c for c, p in zip(llm.calls, llm.prompts, strict=True) if "[rcp:code]" in p[0].content]
+    assert [c.temperature for c in code_calls] == [llm.temperature, llm.temperature, llm.temperature + 0.35]
+    assert len(prompts_with(llm, "[rcp:code]", "this same code again")) == 1
+    assert any("the same code as an earlier attempt" in e.message for e in events if e.kind == EventKind.ATTEMPT)
+    assert result.trace.attempts == 3
+
+
 async def test_unusable_replies_count_as_failed_attempts(settings):
     llm = ScriptedLLM(rules=[
         {"match": r"\[rcp:decide\]", "replies": ["I think direct", {"reason": "small", "action": "direct"}]},
