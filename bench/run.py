@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -263,8 +264,16 @@ def write_outputs(results: dict, out: Path, path: Path | None = None) -> None:
     logger.info("wrote %s", out / "latest.md")
 
 
+def _stop_like_ctrl_c() -> None:
+    """SIGTERM, and SIGINT even when started in the background (where it arrives ignored), stop the bench as
+    Ctrl-C does: asyncio cancels the running arm, whose cleanup stops its swarm and removes its containers."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = resolve(build_parser().parse_args(argv))
+    _stop_like_ctrl_c()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     for name in ("hivemind", "rcp"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -284,9 +293,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.task_timeout is None:
         args.task_timeout = settings.task_timeout
     r = Run(args, settings)
-    started = time.monotonic()
     logger.info("bench: sections %s, arms %s, model %s, results in %s", ",".join(args.only), ",".join(args.arms),
                 settings.model_file.name, r.path)
+    try:
+        return _measure(r)
+    except KeyboardInterrupt:
+        print(f"bench: stopped; the tasks finished so far are in {r.path} (merge it with --merge)", file=sys.stderr)
+        return 130
+
+
+def _measure(r: Run) -> int:
+    args, settings = r.args, r.settings
+    started = time.monotonic()
     if "efficiency" in args.only:
         efficiency(r)
     if "quality" in args.only:
