@@ -874,3 +874,31 @@ if __name__ == "__main__" and sys.argv[1:2] == ["rogue"]:
     from rcp.cli import exit_now
 
     exit_now(uvloop.run(_rogue(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]) if len(sys.argv) > 4 else None)))
+
+
+@pytest.mark.swarm
+def test_a_bench_stopped_by_sigterm_stops_its_swarm_and_says_where_its_results_are(tmp_path, tag, sandbox_image):
+    """`python -m bench` boots its own swarm: a SIGTERM mid-task (from `kill`, a CI timeout) must not orphan it."""
+    script = json.loads((SCRIPTS / "direct.json").read_text())
+    for rule in script["rules"]:
+        rule["delay"] = 60.0  # every reply takes a minute: the signal lands while the first task is under way
+    (tmp_path / "slow.json").write_text(json.dumps(script))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RCP_")} | {TAG_ENV: tag}
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "bench", "--only", "quality", "--suites", "composite", "--arms", "swarm", "--tasks",
+         "1", "--nodes", "2", "--llm-backend", "scripted", "--llm-script", str(tmp_path / "slow.json"),
+         "--out", str(tmp_path / "results")],
+        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while sum("node.py" in c for c in tagged(tag).values()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert bench.poll() is None, bench.communicate()
+        time.sleep(8)  # the swarm is ready and the task has been sent by now
+        bench.send_signal(signal.SIGTERM)
+        _, err = bench.communicate(timeout=60)
+    finally:
+        bench.kill()
+    assert bench.returncode == 130, err[-2000:]
+    assert "bench: stopped; the tasks finished so far are in" in err and "Traceback" not in err
+    assert wait_untagged(tag, 15.0) == {}
