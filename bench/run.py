@@ -47,8 +47,8 @@ DEFAULTS = {"tasks": None, "humaneval_limit": None, "humaneval_step": 4, "nodes"
             "scale_nodes": "1,3,6,12,24", "task_timeout": None}
 # Settings the bench passes on to every arm. llm_backend/llm_script let the swarm arm run on the scripted fake,
 # which checks the harness's plumbing without a model (the quality numbers are then meaningless).
-TUNABLE = ["n_threads", "generation_slots", "n_threads_max", "max_tokens", "temperature", "max_retries", "max_depth",
-           "max_subtasks", "max_llm_calls", "sandbox_image", "llm_backend", "llm_script"]
+TUNABLE = ["n_threads", "generation_slots", "n_threads_max", "max_tokens", "temperature", "max_retries", "drafts",
+           "max_depth", "max_subtasks", "max_llm_calls", "sandbox_image", "llm_backend", "llm_script"]
 
 
 def _csv(value: str, allowed: list[str] | None = None) -> list[str]:
@@ -115,8 +115,9 @@ class Run:
         return {"model": s.model_file.name, "llm_backend": s.llm_backend, "n_threads": s.n_threads,
                 "generation_slots": s.generation_slots, "n_threads_max": s.n_threads_max,
                 "n_ctx": s.n_ctx, "max_tokens": s.max_tokens, "temperature": s.temperature,
-                "max_retries": s.max_retries, "max_depth": s.max_depth, "max_subtasks": s.max_subtasks,
-                "max_llm_calls": s.max_llm_calls, "task_timeout": self.args.task_timeout, "seed": self.args.seed}
+                "max_retries": s.max_retries, "drafts": s.drafts, "max_depth": s.max_depth,
+                "max_subtasks": s.max_subtasks, "max_llm_calls": s.max_llm_calls,
+                "task_timeout": self.args.task_timeout, "seed": self.args.seed}
 
     def save(self) -> None:
         self.args.out.mkdir(parents=True, exist_ok=True)

@@ -65,6 +65,7 @@ class Settings(BaseModel):
     temperature: float = Field(ge=0.0, le=2.0, description="sampling temperature (0 is greedy)")
     # --- solver ---
     max_retries: int = Field(ge=0, le=20, description="extra attempts after a failed test run")
+    drafts: int = Field(ge=1, le=8, description="first drafts of a leaf's code, chosen by agreement (1: no voting)")
     task_timeout: float = Field(ge=10.0, le=86400.0, description="seconds one (sub)task may take on a peer")
     submit_timeout: float = Field(ge=10.0, le=604800.0, description="seconds a submitted root task may take")
     max_depth: int = Field(ge=0, le=8, description="deepest level of decomposition (0: never decompose)")

@@ -14,18 +14,24 @@ The loop (issue 5):
    cancels them). A delegate that raises means the swarm gave up on peers: the part is solved here (FALLBACK).
    Without a delegate the parts are solved by this solver, in this process.
 4. **Execute** a leaf: tests come from the contract (plus generated ones when the contract's are thin, or only
-   generated ones for a task without contract); code is generated, checked against the contract's signature and
-   run with pytest in the sandbox; a failure is fed back, up to ``MAX_RETRIES`` more attempts.
+   generated ones for a task without contract). The first attempt is ``DRAFTS`` programs (voting, below), each
+   checked against the contract's signature and run with pytest in the sandbox; the chosen draft's failure is
+   fed back, up to ``MAX_RETRIES`` more attempts. A retry that returns the same program is not run again, and
+   the next one is sampled hotter (at a low temperature the same prompt gives the same code).
 5. **Integrate**: the parts are assembled by ``rcp.assemble`` (no model involved), glue is asked for when the
    parent's own contract is not among the parts, and every part's contract tests plus the parent's own contract
    tests run together in one fresh sandbox run. A failure confined to one part's tests re-solves that part with
    the evidence; any other failure asks the model to fix the assembled module.
 6. **Return** the best tested code with the tests it ran against and the trace.
 
-Wrong tests: small models miscompute expected values more often than they miswrite simple code. When the same
-assert fails the same way for two attempts, a ``[rcp:review]`` call judges it; an assert judged wrong is dropped
-(at most a third of a test file's checks, never all). A parent re-judges any contract check its child dropped
-before accepting the child, and amends the contract only if it agrees.
+Wrong tests: small models miscompute expected values more often than they miswrite simple code (seen on the 1.5B:
+``assert word_count('This is a test.') == 3``). Voting: of the drafts, the first sees the tests and the others only
+the task; an assert every distinct working draft fails with the same message (so they agree on one value the test
+does not expect) is dropped without asking the model (at most half the checks), and the draft in the largest
+group of drafts failing the same tests, times tests passed, is the one retried (CodeT's dual agreement). Later,
+when the same assert fails the same way for two attempts, a ``[rcp:review]`` call judges it; an assert judged
+wrong is dropped (at most a third of a test file's checks, never all). A parent re-judges any contract check its
+child dropped before accepting the child, and amends the contract only if it agrees.
 
 Examples the task states (```name(literals) == literal``` in backticks) are the only expected values rcp can
 trust: they join the tests of the leaf and of the child contract they concern, and no review ever drops them.
@@ -124,6 +130,7 @@ THIN_TESTS = 2  # contract tests with fewer checks than this get generated tests
 # A retry whose prompt is the same as the last one's gets the same code back at a low temperature (seen in real
 # runs on the 1.5B: three retries of 195 identical tokens). The attempt after a repeat is sampled hotter.
 REPEAT_TEMPERATURE_STEP = 0.35
+DRAFT_TEMPERATURE = 0.7  # drafts after the first are sampled this hot, so they can differ
 MAX_RETRY_TEMPERATURE = 1.0
 CHILD_TIME_SHARE = 0.8  # parts may use this share of the remaining time; the rest is kept for integration
 MIN_CHILD_SECONDS = 1.0
@@ -503,21 +510,22 @@ class Solver:
             t.last_failure = "no tests could be written for this task"
             t.trace.notes.append(t.last_failure)
             return None
-        previous = failure = ""
-        checks = count_checks(tests)
-        last_fails: dict[str, str] = {}
         tried: dict[str, tuple[_Candidate, str]] = {}  # run against these tests, keyed by code_key
+        cand, failure, tests = await self._drafts(t, tests, tried)
+        if cand is not None and cand.solved:
+            return cand
+        previous = cand.code if cand is not None else ""
+        checks = count_checks(tests)
+        last_fails = {f.source: f.message for f in self._failed_asserts(t, cand)}
         repeats = 0
-        for attempt in range(1, self.settings.max_retries + 2):
+        first_retry = t.trace.attempts + 1
+        for attempt in range(first_retry, first_retry + self.settings.max_retries):
             t.trace.attempts += 1
-            try:
-                reply = await self._chat(t, prompts.code(spec, tests, previous=previous, failure=failure,
-                                                         repeated=repeats > 0),
-                                         temperature=self._retry_temperature(repeats))
-                code = clean_module(prompts.parse_code_reply(reply), spec.module)
-            except (ModelOutputError, AssemblyError) as e:
-                failure = f"Your reply could not be used: {e}. Reply with one ```python block."
-                self._event(t, EventKind.ATTEMPT, f"attempt {attempt}: unusable reply: {e}", attempt=attempt)
+            code, unusable = await self._write(t, attempt, prompts.code(
+                spec, tests, previous=previous, failure=failure, repeated=repeats > 0),
+                self._retry_temperature(repeats))
+            if code is None:
+                failure = unusable
                 continue
             key = code_key(code)
             if key in tried:
@@ -533,19 +541,17 @@ class Solver:
                 self._event(t, EventKind.ATTEMPT, f"attempt {attempt}: {len(code.splitlines())} lines",
                             attempt=attempt)
                 previous = code
-                if spec.contract is not None:
-                    problem = check_signature(code, spec.contract.signature)
-                    if problem:
-                        failure = f"Wrong signature: {problem}. It must be exactly: {spec.contract.signature.strip()}"
-                        self._event(t, EventKind.TESTED, f"attempt {attempt}: not run, {problem}", attempt=attempt)
-                        continue
+                problem = self._signature_problem(t, code, attempt)
+                if problem:
+                    failure = problem
+                    continue
                 cand, failure = await self._run_tests(t, code, tests, f"attempt {attempt}", attempt=attempt)
                 if cand.solved:
                     return cand
                 tried[key] = (cand, failure)
             # An assert that fails the same way for two different attempts may expect the wrong value: small
             # models miscompute expected values more often than they miswrite simple code.
-            fails = failed_asserts(cand.run.output_tail, f"test_{spec.module}.py")
+            fails = self._failed_asserts(t, cand)
             stable = [f for f in fails if last_fails.get(f.source) == f.message]
             last_fails = {f.source: f.message for f in fails}
             limit = max(1, checks // 3) - t.dropped  # never let reviews empty a test file
@@ -561,6 +567,106 @@ class Solver:
                         return cand
         t.last_failure = failure
         return t.best
+
+    async def _drafts(self, t: _Task, tests: str,
+                      tried: dict[str, tuple[_Candidate, str]]) -> tuple[_Candidate | None, str, str]:
+        """The first attempt: ``DRAFTS`` programs, each run against the tests. The first is written with the
+        tests in view, the others from the task alone and sampled hotter, so a wrong expected value does not
+        steer them. Checks that every distinct working draft fails the same way (they agree on a value the test
+        does not expect) are dropped as wrong tests; then the draft the most drafts agree with wins (CodeT's
+        score: drafts failing the same tests times tests passed). Returns it, its failure text and the tests."""
+        spec = t.spec
+        results: list[_Candidate] = []
+        failure = ""
+        for n in range(1, self.settings.drafts + 1):
+            t.trace.attempts += 1
+            temperature = None if n == 1 else max(self.llm.temperature, DRAFT_TEMPERATURE)
+            code, unusable = await self._write(t, n, prompts.code(spec, tests if n == 1 else ""), temperature)
+            if code is None:
+                failure = failure or unusable
+                continue
+            key = code_key(code)
+            if key in tried:
+                self._event(t, EventKind.ATTEMPT, f"draft {n}: the same code as an earlier draft", attempt=n)
+                continue
+            self._event(t, EventKind.ATTEMPT, f"draft {n}: {len(code.splitlines())} lines", attempt=n)
+            problem = self._signature_problem(t, code, n)
+            if problem:
+                failure = failure or problem
+                continue
+            cand, text = await self._run_tests(t, code, tests, f"draft {n}", attempt=n)
+            tried[key] = (cand, text)
+            if cand.solved:
+                return cand, "", tests
+            results.append(cand)
+        if not results:
+            return None, failure or "no draft could be run", tests
+        amended = self._voted_out(t, tests, results)
+        if amended is not None:
+            tests = t.tests = amended
+            tried.clear()
+            rerun = []
+            for i, cand in enumerate(results, 1):
+                again, text = await self._run_tests(t, cand.code, tests, f"draft {i} without the checks the drafts "
+                                                    "agree against")
+                tried[code_key(cand.code)] = (again, text)
+                if again.solved:
+                    return again, "", tests
+                rerun.append(again)
+            results = rerun
+        groups: dict[frozenset[str], int] = {}
+        for cand in results:
+            groups[cand.failing] = groups.get(cand.failing, 0) + 1
+        best = max(results, key=lambda c: (groups[c.failing] * c.run.passed, c.run.passed))
+        if len(results) > 1:
+            self._event(t, EventKind.ATTEMPT, f"{len(results)} drafts: the chosen one passed {best.run.passed} "
+                        f"tests, agreed with by {groups[best.failing]}")
+        return best, tried[code_key(best.code)][1], tests
+
+    def _voted_out(self, t: _Task, tests: str, drafts: list[_Candidate]) -> str | None:
+        """``tests`` without the asserts every draft fails with the same message, when at least two distinct
+        drafts that pass some test agree so (at most half of the checks, never the task's own examples)."""
+        working = [c for c in drafts if c.run.passed > 0]
+        if len(working) < 2:
+            return None
+        failed = [{(f.line, f.source, f.message) for f in self._failed_asserts(t, c)} for c in working]
+        trusted = assert_sources(task_examples(t.spec.root_task, t.spec.module))
+        agreed = sorted(f for f in set.intersection(*failed) if f[1] not in trusted)
+        limit = max(1, count_checks(tests) // 2) - t.dropped
+        agreed = agreed[:max(0, limit)]
+        if not agreed:
+            return None
+        amended = drop_asserts(tests, {line for line, _, _ in agreed})
+        if count_checks(amended) == 0:
+            return None
+        t.dropped += len(agreed)
+        note = f"{len(working)} drafts agree against {len(agreed)} check(s), dropped: " + "; ".join(
+            f"{src} ({msg})" for _, src, msg in agreed)
+        t.trace.notes.append(note[:600])
+        logger.info("task %s: %s", t.spec.task_id, note[:300])
+        return amended
+
+    async def _write(self, t: _Task, attempt: int, messages: list[ChatMessage],
+                     temperature: float | None) -> tuple[str | None, str]:
+        """One code reply made into a module, or None and what to tell the model about its unusable reply."""
+        try:
+            reply = await self._chat(t, messages, temperature=temperature)
+            return clean_module(prompts.parse_code_reply(reply), t.spec.module), ""
+        except (ModelOutputError, AssemblyError) as e:
+            self._event(t, EventKind.ATTEMPT, f"attempt {attempt}: unusable reply: {e}", attempt=attempt)
+            return None, f"Your reply could not be used: {e}. Reply with one ```python block."
+
+    def _signature_problem(self, t: _Task, code: str, attempt: int) -> str:
+        """Why ``code`` breaks the contract's signature (the failure to show the model), or ''."""
+        contract = t.spec.contract
+        problem = check_signature(code, contract.signature) if contract is not None else None
+        if not problem:
+            return ""
+        self._event(t, EventKind.TESTED, f"attempt {attempt}: not run, {problem}", attempt=attempt)
+        return f"Wrong signature: {problem}. It must be exactly: {contract.signature.strip()}"
+
+    def _failed_asserts(self, t: _Task, cand: _Candidate | None) -> list[FailedAssert]:
+        return failed_asserts(cand.run.output_tail, f"test_{t.spec.module}.py") if cand is not None else []
 
     def _retry_temperature(self, repeats: int) -> float | None:
         """Sampling temperature of a code attempt: the setting's, raised after the model repeated itself."""

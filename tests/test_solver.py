@@ -47,8 +47,9 @@ def root(goal: str, **kw) -> TaskSpec:
 
 @pytest.fixture
 def settings():
-    return load_settings(environ={}).model_copy(update={"max_retries": 1, "max_depth": 2, "max_subtasks": 4,
-                                                         "max_llm_calls": 60, "task_timeout": 60.0})
+    # One draft: most paths here are about what happens after a first attempt (voting has its own tests).
+    return load_settings(environ={}).model_copy(update={"max_retries": 1, "drafts": 1, "max_depth": 2,
+                                                         "max_subtasks": 4, "max_llm_calls": 60, "task_timeout": 60.0})
 
 
 async def solve(solver: Solver, spec: TaskSpec) -> tuple[TaskResult, list]:
@@ -767,6 +768,73 @@ async def test_reviews_never_drop_more_than_a_third_of_the_checks(settings):
     assert [n for n in result.trace.notes if n.startswith("dropped")] == [
         "dropped 1 check(s) judged wrong: assert count_vowels('') == 9"]
     assert len(prompts_with(llm, "[rcp:code]")) == 4
+
+
+VOWELS_2 = "def count_vowels(s):\n    return len([c for c in s.lower() if c in 'aeiou'])\n"
+VOWELS_3 = "def count_vowels(s):\n    n = 0\n    for c in s:\n        if c.lower() in 'aeiou':\n            n += 1\n" \
+           "    return n\n"
+
+
+async def test_drafts_that_agree_against_a_check_drop_it_without_asking_the_model(settings):
+    rules = vowel_rules("code")  # a review would uphold the wrong check: voting must not need one
+    rules[2] = {"match": r"\[rcp:code\]", "replies": [fence(VOWELS), fence(VOWELS_2), fence(VOWELS_2)]}
+    llm = ScriptedLLM(rules=rules)
+    sandbox = LocalPytestSandbox()
+    result, events = await solve(Solver(llm, sandbox, settings.model_copy(update={"drafts": 3, "max_depth": 0})),
+                                 root("Write count_vowels(s)."))
+    assert result.solved and result.verdict == "solved: 2 tests passed"
+    assert "hello world" not in result.tests and "test_upper" in result.tests
+    assert not prompts_with(llm, "[rcp:review]")
+    assert [n for n in result.trace.notes if "drafts agree" in n] == [
+        "2 drafts agree against 1 check(s), dropped: assert count_vowels('hello world') == 2 "
+        "(AssertionError: assert 3 == 2 +  where 3 = count_vowels('hello world'))"]
+    # The first draft saw the tests; the others only the task, sampled hotter.
+    codes = prompts_with(llm, "[rcp:code]")
+    assert len(codes) == 3 and "hello world" in codes[0] and not any("hello world" in c for c in codes[1:])
+    code_calls = [c for c, p in zip(llm.calls, llm.prompts, strict=True) if "[rcp:code]" in p[0].content]
+    assert [c.temperature for c in code_calls] == [llm.temperature, 0.7, 0.7]
+    messages = [e.message for e in events if e.kind == EventKind.ATTEMPT]
+    assert "draft 3: the same code as an earlier draft" in messages
+    # 2 drafts run, then both again without the dropped check (the first passes and wins).
+    assert len(sandbox.runs) == 3
+
+
+async def test_a_check_only_some_drafts_fail_stays_and_the_majority_draft_is_retried(settings):
+    wrong = "def count_vowels(s):\n    return sum(c in 'aeiou' for c in s)\n"  # misses upper case
+    retry = "def count_vowels(s):\n    return sum(c in 'aeiouAEIOU' for c in s)  # retried\n"
+    tests = VOWEL_TESTS.replace("== 2", "== 3")  # every check right
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:decide\]", "replies": [{"reason": "small", "action": "direct"}]},
+        {"match": r"\[rcp:tests\]", "replies": [fence(tests)]},
+        {"match": r"Previous attempt", "replies": [fence(retry)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(wrong), fence(wrong.replace("s)", "s) + 0")), fence(VOWELS_3)]}])
+    solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 3, "max_depth": 0,
+                                                                          "max_retries": 1}))
+    result, _ = await solve(solver, root("Write count_vowels(s)."))
+    # The third draft is right and passes at once: nothing is dropped, and no retry is needed.
+    assert result.solved and result.code.strip() == VOWELS_3.strip() and "AEI" in result.tests
+    assert not any("drafts agree" in n for n in result.trace.notes) and not prompts_with(llm, "Previous attempt")
+
+
+async def test_the_draft_most_drafts_agree_with_is_the_one_retried(settings):
+    upper_only = "def count_vowels(s):\n    return sum(c in 'AEIOU' for c in s)\n"  # fails test_word
+    lower_a = "def count_vowels(s):\n    return sum(c in 'aeiou' for c in s)\n"  # fails test_upper
+    lower_b = "def count_vowels(s):\n    return len([c for c in s if c in 'aeiou'])\n"  # fails test_upper too
+    tests = VOWEL_TESTS.replace("== 2", "== 3")
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:decide\]", "replies": [{"reason": "small", "action": "direct"}]},
+        {"match": r"\[rcp:tests\]", "replies": [fence(tests)]},
+        {"match": r"Previous attempt", "replies": [fence(VOWELS)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(upper_only), fence(lower_a), fence(lower_b)]}])
+    solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 3, "max_depth": 0,
+                                                                          "max_retries": 1}))
+    result, _ = await solve(solver, root("Write count_vowels(s)."))
+    assert result.solved
+    # Each draft passes 2 of 3 tests, but two fail the same one: they form the larger group, so the retry
+    # starts from one of them; nothing was dropped, as only one draft is wrong on each check.
+    retry = prompts_with(llm, "Previous attempt")
+    assert len(retry) == 1 and "'aeiou' for c in s" in retry[0] and "'AEIOU'" not in retry[0]
+    assert not any("drafts agree" in n for n in result.trace.notes)
 
 
 async def test_a_parent_judges_a_check_its_peer_dropped_and_amends_the_contract(settings):
