@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from bench.grading import extract_code
 from bench.swarm import BenchSwarm, Generation
 from rcp.client import Connection, root_spec, submit
 from rcp.llm import LLM, ChatMessage, LlamaCppLLM
+from rcp.llm import Generation as LLMGeneration
 from rcp.records import EventKind, ProgressEvent, TaskResult, TraceNode
 from rcp.sandbox import Sandbox, SandboxReport
 from rcp.settings import Settings
@@ -59,22 +61,6 @@ class ArmRun:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class _TimedLlama:
-    """Stands in for a ``Llama`` object and times its ``create_chat_completion`` calls."""
-
-    def __init__(self, llama: Any, sink: list[Generation]) -> None:
-        self._llama = llama
-        self._sink = sink
-
-    def create_chat_completion(self, **kwargs: Any) -> dict:
-        start = time.time()
-        response = self._llama.create_chat_completion(**kwargs)
-        usage = response.get("usage") or {}
-        self._sink.append(Generation("local", start, time.time(), usage.get("prompt_tokens", 0),
-                                     usage.get("completion_tokens", 0)))
-        return response
-
-
 class TimedLlamaCppLLM(LlamaCppLLM):
     """``LlamaCppLLM`` that records every generation's interval inside llama.cpp in ``generations``."""
 
@@ -82,8 +68,11 @@ class TimedLlamaCppLLM(LlamaCppLLM):
         super().__init__(*args, **kwargs)
         self.generations: list[Generation] = []
 
-    def _complete(self, llama: Any, **kwargs: Any) -> dict[str, Any]:
-        return super()._complete(_TimedLlama(llama, self.generations), **kwargs)
+    def _stream(self, llama: Any, stop: threading.Event, **kwargs: Any) -> LLMGeneration:
+        start = time.time()
+        gen = super()._stream(llama, stop, **kwargs)
+        self.generations.append(Generation("local", start, time.time(), gen.prompt_tokens, gen.completion_tokens))
+        return gen
 
 
 @dataclass

@@ -396,6 +396,7 @@ class LlamaCppLLM(LLM):
 
     async def _generate(self, messages, *, max_tokens, temperature, json_schema) -> Generation:
         await self._lock.acquire()
+        stop = threading.Event()  # set when the caller gives up: the generation ends at its next token
         try:
             llama = self._llama  # read under the lock: close() may have freed it while this call queued
             if llama is None:
@@ -403,7 +404,7 @@ class LlamaCppLLM(LLM):
             kwargs: dict[str, Any] = {}
             if json_schema is not None:
                 kwargs["response_format"] = {"type": "json_object", "schema": self._checked_grammar(json_schema)}
-            call = functools.partial(self._complete, llama, messages=[m.model_dump() for m in messages],
+            call = functools.partial(self._complete, llama, stop, messages=[m.model_dump() for m in messages],
                                      max_tokens=max_tokens, temperature=temperature, **kwargs)
             job = asyncio.get_running_loop().run_in_executor(None, call)
         except BaseException:
@@ -413,7 +414,10 @@ class LlamaCppLLM(LLM):
         # not let the next generation start on the same llama context while this one still runs.
         job.add_done_callback(self._generation_done)
         try:
-            response = await asyncio.shield(job)
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            stop.set()
+            raise
         except ValueError as e:
             if "exceed context window" in str(e):
                 # The prompt is the caller's doing (e.g. long test output), so it is a retryable failure of
@@ -422,23 +426,40 @@ class LlamaCppLLM(LLM):
             raise
         except RuntimeError as e:  # llama_decode failed: memory or a broken model, not the prompt's fault
             raise InfrastructureError(f"llama.cpp failed while generating with {self.name}: {e}") from e
-        choice = response["choices"][0]
-        usage = response.get("usage") or {}
-        return Generation(text=choice["message"].get("content") or "",
-                          prompt_tokens=usage.get("prompt_tokens", 0),
-                          completion_tokens=usage.get("completion_tokens", 0),
-                          finish_reason=choice.get("finish_reason") or "stop")
 
-    def _complete(self, llama: Any, **kwargs: Any) -> dict[str, Any]:
+    def _complete(self, llama: Any, stop: threading.Event, **kwargs: Any) -> Generation:
         """The blocking generation, in a worker thread, holding a host-wide slot while it runs."""
         if self._slots is None:
-            return llama.create_chat_completion(**kwargs)
+            return self._stream(llama, stop, **kwargs)
         extra = -(-self.n_threads_max // self.n_threads) - 1  # slots beyond the first that widening may take
-        with self._slots.hold(extra=extra) as held:
+        with self._slots.hold(extra=extra, stop=stop) as held:
             if held.waited > 1.0:
                 logger.debug("waited %.1f s for a generation slot", held.waited)
             self._use_threads(llama, min(self.n_threads_max, held.slots * self.n_threads))
-            return llama.create_chat_completion(**kwargs)
+            return self._stream(llama, stop, **kwargs)
+
+    def _stream(self, llama: Any, stop: threading.Event, **kwargs: Any) -> Generation:
+        """Generate token by token, so an abandoned generation (its caller cancelled, e.g. a task out of time)
+        ends at once instead of running on to ``max_tokens`` while other work waits for the cores."""
+        pieces: list[str] = []
+        tokens, finish = 0, "stop"
+        chunks = llama.create_chat_completion(stream=True, **kwargs)
+        try:
+            for chunk in chunks:
+                if stop.is_set():
+                    finish = "abandoned"
+                    break
+                choice = chunk["choices"][0]
+                if content := choice["delta"].get("content"):
+                    pieces.append(content)
+                    tokens += 1
+                finish = choice.get("finish_reason") or finish
+        finally:
+            chunks.close()
+        # llama-cpp-python reports no usage when streaming; one chunk is one token, and the context then holds
+        # the prompt and every generated token but the last (measured against the usage of unstreamed calls).
+        return Generation(text="".join(pieces), prompt_tokens=max(0, llama.n_tokens - tokens + 1),
+                          completion_tokens=tokens, finish_reason=finish)
 
     def _use_threads(self, llama: Any, threads: int) -> None:
         """Set the context's generation and prompt threads (cheap: llama.cpp reads them at each decode)."""

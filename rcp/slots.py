@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,15 +76,19 @@ class HostSlots:
         return taken
 
     @contextlib.contextmanager
-    def hold(self, timeout: float | None = None, extra: int = 0) -> Iterator[Held]:
+    def hold(self, timeout: float | None = None, extra: int = 0,
+             stop: threading.Event | None = None) -> Iterator[Held]:
         """Hold a slot for the block, plus up to ``extra`` more if they are free once the first is taken.
 
-        Waits for the first slot only (never for extras). Raises TimeoutError after ``timeout`` seconds.
+        Waits for the first slot only (never for extras). Raises TimeoutError after ``timeout`` seconds, and
+        InterruptedError once ``stop`` is set while it waits.
         """
         started = time.monotonic()
         while not (fds := self._try_take(1 + max(0, extra))):
             if timeout is not None and time.monotonic() - started > timeout:
                 raise TimeoutError(f"no generation slot free on this host after {timeout:.0f} s")
+            if stop is not None and stop.is_set():
+                raise InterruptedError("stopped while waiting for a generation slot")
             time.sleep(POLL_S)
         try:
             yield Held(waited=time.monotonic() - started, slots=len(fds))

@@ -398,6 +398,24 @@ async def test_real_model_serialises_concurrent_and_cancelled_calls(small_model)
 
 @pytest.mark.model
 @pytest.mark.asyncio(loop_scope="module")
+async def test_real_model_abandoned_generation_stops_at_once(small_model):
+    """A caller that gives up (a task out of time) frees the model within a token, not after max_tokens."""
+    long = asyncio.create_task(small_model.chat(user("List one hundred fruits, one per line."), max_tokens=600))
+    await asyncio.sleep(1.0)  # generating by now
+    long.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await long
+    started = time.perf_counter()
+    assert (await small_model.chat(user("Say yes."), max_tokens=4)).strip()
+    waited = time.perf_counter() - started
+    # 600 tokens of the 0.5B on one thread take ~30 s here; the next call must not wait for them.
+    assert waited < 5, f"the next call waited {waited:.1f} s for an abandoned generation"
+    stats = small_model.calls[-1]
+    assert 0 < stats.completion_tokens <= 4 and stats.prompt_tokens > 10
+
+
+@pytest.mark.model
+@pytest.mark.asyncio(loop_scope="module")
 async def test_real_model_prompt_too_long_is_a_model_output_error(small_model):
     with pytest.raises(ModelOutputError, match="context"):
         await small_model.chat(user("word " * 2500), max_tokens=8)

@@ -57,3 +57,16 @@ def test_widening_takes_free_slots_but_never_waits_for_them(tmp_path):
                     pass
     with slots.hold(timeout=1, extra=5) as everything:  # all released on exit
         assert everything.slots == 3
+
+
+def test_a_stopped_waiter_gives_up_at_once(tmp_path):
+    import threading
+
+    slots, stop = HostSlots(1, tmp_path), threading.Event()
+    with slots.hold(timeout=1):
+        stop.set()
+        started = time.monotonic()
+        with pytest.raises(InterruptedError):
+            with slots.hold(timeout=10, stop=stop):
+                pass
+        assert time.monotonic() - started < 1
