@@ -6,7 +6,8 @@ injected: the ``LLM``, the ``Sandbox``, and a ``Delegate`` that sends a subtask 
 The loop (issue 5):
 
 1. **Decide** direct or decompose (schema-constrained, with a reason). At ``MAX_DEPTH`` it executes without
-   asking; a contract that is a single function is solved directly and never split. Decomposition is
+   asking; a contract that is a single function is solved directly and never split, and a task that names at
+   most six functions (and one class at most) in backticks is tried directly without asking. Decomposition is
    *as needed*: a direct attempt that fails its tests through the retry budget is followed by a decomposition.
 2. **Decompose** into 2..``MAX_SUBTASKS`` contracts. A plan is validated (unique identifiers, signatures and tests
    parse, tests use their part) and an invalid plan is asked again with the error, never executed.
@@ -122,6 +123,7 @@ MAX_SIBLING_CHARS = 200
 PLAN_ASKS = 3  # a plan and two re-asks with the validation error
 TEST_ASKS = 2
 DECIDE_ASKS = 2
+SMALL_TASK_NAMES = 6  # a task naming at most this many functions (one class at most) is tried directly first
 DECIDE_TOKENS = 256  # a one-sentence reason and an action fit in ~80 tokens
 TESTS_TOKENS = 400  # 6 short tests are ~250 tokens; a model repeating one assert is cut off sooner
 MAX_GENERATED_CHECKS = 8  # asserts kept of generated tests (rcp.assemble.cap_checks says why)
@@ -143,6 +145,18 @@ _STOP_WORDS = {"that", "which", "with", "for", "to", "of", "in", "and", "the", "
 
 class PlanError(ValueError):
     """A decomposition that must not be executed; the message is shown to the model when re-asking."""
+
+
+def small_task(text: str) -> str:
+    """Why a task is small enough to try directly before any split ('' when it is not or it cannot tell): it
+    names, in backticks, at most ``SMALL_TASK_NAMES`` functions or methods and at most one class."""
+    names = set(re.findall(r"`(?:def\s+)?([A-Za-z_]\w*)\s*\(", text))
+    classes = set(re.findall(r"`class\s+([A-Za-z_]\w*)|\bclass `([A-Za-z_]\w*)`", text))
+    names -= {n for pair in classes for n in pair}  # `Inventory()` in an example is the class, not a function
+    if not names or len(names) > SMALL_TASK_NAMES or len(classes) > 1:
+        return ""
+    where = " in one class" if classes else ""
+    return f"the task names {len(names)} function{'s' if len(names) > 1 else ''}{where}"
 
 
 def module_name(goal: str) -> str:
@@ -455,6 +469,10 @@ class Solver:
         if spec.contract is not None and spec.contract.kind == "function":
             # Saves an LLM call; a single function is never split (see _may_decompose).
             return "direct", "a single function: solved directly"
+        if not t.direct_tried and (small := small_task(spec.goal if spec.contract is None else "")):
+            # As-needed decomposition: measured on the 1.5B, the decide call chose "decompose" for a module of four
+            # functions despite the prompt, and the plan and parts then used up its 600 s.
+            return "direct", f"{small}: tried directly first, split only if that fails"
         for _ in range(DECIDE_ASKS):
             try:
                 d = await self._structured(t, prompts.decide(spec, self.settings.max_subtasks), Decision,

@@ -27,6 +27,7 @@ from rcp.solver import (
     failing_tests,
     failure_text,
     module_name,
+    small_task,
     subtree_calls,
     subtree_tokens,
     test_counts,
@@ -899,3 +900,25 @@ def test_plan_repairs_what_small_models_get_wrong():
     five = {"parts": [{**plan["parts"][1], "name": f"m{i}"} for i in range(5)]}
     with pytest.raises(ValueError, match="at most 4 items"):
         plan_schema(4).model_validate(five)
+
+
+@pytest.mark.parametrize("text, why", [
+    ("Write a module m.py with `f(x) -> int`, `g(s: str)` and `h()`; e.g. `f(2) == 4`.", "the task names 3 functions"),
+    ("A class `Stack` with `push(self, x)`, `pop(self)`; `Stack().pop()` raises.",
+     "the task names 2 functions in one class"),
+    ("Write is_prime(n) with tests", ""),  # nothing in backticks: the model decides
+    ("`a()` `b()` `c()` `d()` `e()` `f()` `g()`", ""),  # seven: too many to try in one go
+    ("a class `A` with `x(self)` and a class `B` with `y(self)`", ""),  # two classes
+])
+def test_small_task_is_told_by_the_names_it_puts_in_backticks(text, why):
+    assert small_task(text) == why
+
+
+async def test_a_small_task_is_tried_directly_without_a_decide_call(settings):
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:tests\]", "replies": [fence("from solution import one\n\ndef test_one():\n"
+                                                      "    assert one() == 1\n")]},
+        {"match": r"\[rcp:code\]", "replies": [fence("def one():\n    return 1\n")]}])
+    result, events = await solve(Solver(llm, FakeSandbox(), settings), root("Write `one()` returning 1."))
+    assert result.solved and not prompts_with(llm, "[rcp:decide]")
+    assert result.trace.reason == "the task names 1 function: tried directly first, split only if that fails"
