@@ -151,11 +151,14 @@ def small_task(text: str) -> str:
     """Why a task is small enough to try directly before any split ('' when it is not or it cannot tell): it
     names, in backticks, at most ``SMALL_TASK_NAMES`` functions or methods and at most one class."""
     names = set(re.findall(r"`(?:def\s+)?([A-Za-z_]\w*)\s*\(", text))
-    classes = set(re.findall(r"`class\s+([A-Za-z_]\w*)|\bclass `([A-Za-z_]\w*)`", text))
-    names -= {n for pair in classes for n in pair}  # `Inventory()` in an example is the class, not a function
-    if not names or len(names) > SMALL_TASK_NAMES or len(classes) > 1:
+    classes = {m[1] or m[3]: m[2] or m[4] for m in re.finditer(
+        r"`class\s+([A-Za-z_]\w*)([^`]*)|\bclass `([A-Za-z_]\w*)([^`]*)", text)}
+    names -= set(classes)  # `Inventory()` in an example is the class, not a function
+    # An exception class (`class NotFound(KeyError)`) is a line of code, not a component.
+    real = [c for c, rest in classes.items() if not re.match(r"\s*\(\s*\w*(Exception|Error)\s*\)", rest)]
+    if not names or len(names) > SMALL_TASK_NAMES or len(real) > 1:
         return ""
-    where = " in one class" if classes else ""
+    where = " in one class" if real else ""
     return f"the task names {len(names)} function{'s' if len(names) > 1 else ''}{where}"
 
 

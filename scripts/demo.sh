@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-TASK=${DEMO_TASK:-"Write a Python module textstats.py with four functions: word_count(text) returns the number of whitespace-separated words, e.g. \`word_count('a b  c') == 3\`; char_frequency(text) returns a dict mapping each character except spaces to its count, e.g. \`char_frequency('aba b') == {'a': 2, 'b': 2}\`; most_common_word(text) returns the most frequent lower-cased word, the first seen on ties, e.g. \`most_common_word('b a B a') == 'b'\`; is_palindrome(text) tells whether text reads the same backwards ignoring case, spaces and punctuation, e.g. \`is_palindrome('A man, a plan, a canal: Panama') == True\`."}
+TASK=${DEMO_TASK:-"Write a Python module shapes.py with two classes and a function. A class \`Rectangle(width, height)\` with \`area(self)\` (width * height) and \`perimeter(self)\` (2 * (width + height)), e.g. \`Rectangle(2, 3).area() == 6\` and \`Rectangle(2, 3).perimeter() == 10\`. A class \`Circle(radius)\` with \`area(self)\` (math.pi * radius ** 2) and \`perimeter(self)\` (2 * math.pi * radius), e.g. \`Circle(1).perimeter() == 2 * math.pi\`. Both raise ValueError when a size is negative. A function \`total_area(shapes)\` returns the sum of the areas of a list of shapes, e.g. \`total_area([Rectangle(1, 2), Rectangle(3, 1)]) == 5\` and \`total_area([]) == 0\`."}
 OUT=${DEMO_OUT:-demo-output}
 mkdir -p .rcp
 LOG=.rcp/demo-network.log

@@ -909,6 +909,9 @@ def test_plan_repairs_what_small_models_get_wrong():
     ("Write is_prime(n) with tests", ""),  # nothing in backticks: the model decides
     ("`a()` `b()` `c()` `d()` `e()` `f()` `g()`", ""),  # seven: too many to try in one go
     ("a class `A` with `x(self)` and a class `B` with `y(self)`", ""),  # two classes
+    ("a class `Rect(w, h)` with `area(self)`; a class `Circle(r)` with `area(self)`", ""),
+    ("an exception class `Broke(Exception)` and a class `Bank` with `pay(self, n)`",
+     "the task names 1 function in one class"),
 ])
 def test_small_task_is_told_by_the_names_it_puts_in_backticks(text, why):
     assert small_task(text) == why
