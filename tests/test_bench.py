@@ -101,7 +101,8 @@ async def test_node_arm_runs_the_solver_and_records_sandbox_runs():
     settings = load_settings(environ={}).model_copy(update={"max_retries": 1})
     task = tasks.load("inventory")
     tests = ("from inventory import Inventory\n\n\ndef test_add():\n    inv = Inventory()\n    inv.add('a', 2)\n"
-             "    assert inv.quantity('a') == 2\n    assert inv.low_stock(5) == ['a']\n")
+             "    assert inv.quantity('a') == 2\n    assert inv.low_stock(5) == ['a']\n    inv.remove('a', 2)\n"
+             "    assert inv.quantity('a') == 0\n")
     llm = ScriptedLLM(rules=[
         {"match": r"\[rcp:decide\]", "replies": [{"reason": "small", "action": "direct"}]},
         {"match": r"\[rcp:tests\]", "replies": [f"```python\n{tests}```"]},

@@ -925,3 +925,22 @@ async def test_a_small_task_is_tried_directly_without_a_decide_call(settings):
     result, events = await solve(Solver(llm, FakeSandbox(), settings), root("Write `one()` returning 1."))
     assert result.solved and not prompts_with(llm, "[rcp:decide]")
     assert result.trace.reason == "the task names 1 function: tried directly first, split only if that fails"
+
+
+async def test_tests_must_use_every_function_the_task_names_and_code_must_define_them(settings):
+    task = "Write a module m.py with `double(x)` and `half(x)`; e.g. `double(2) == 4`."
+    one = "from m import double\n\ndef test_double():\n    assert double(3) == 6\n"
+    both = one.replace("import double", "import double, half") + "\n\ndef test_half():\n    assert half(8) == 4\n"
+    partial = "def double(x):\n    return 2 * x\n"
+    full = partial + "\n\ndef half(x):\n    return x / 2\n"
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:tests\]", "replies": [fence(one), fence(both)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(partial), fence(full)]}])
+    sandbox = LocalPytestSandbox()
+    result, events = await solve(Solver(llm, sandbox, settings.model_copy(update={"max_depth": 0})), root(task))
+    assert result.solved and "def half" in result.code and "test_half" in result.tests
+    assert prompts_with(llm, "[rcp:tests]", "the tests never use half: test every function the task names")
+    # The first code lacked half(): not run, and the retry was told what is missing.
+    assert any(e.message == "attempt 1: not run, half not defined" for e in events if e.kind == EventKind.TESTED)
+    assert prompts_with(llm, "[rcp:code]", "does not define half, which the task names")
+    assert len(sandbox.runs) == 1
