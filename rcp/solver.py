@@ -490,6 +490,9 @@ class Solver:
         if spec.contract is not None and spec.contract.kind == "function":
             # Saves an LLM call; a single function is never split (see _may_decompose).
             return "direct", "a single function: solved directly"
+        if spec.contract is not None and not t.direct_tried:
+            # Seen on the 1.5B: a Rectangle part "decided: decompose" with the reason that it fits one function.
+            return "direct", "one class: tried directly first, split only if that fails"
         if not t.direct_tried and (small := small_task(spec.goal if spec.contract is None else "")):
             # As-needed decomposition: measured on the 1.5B, the decide call chose "decompose" for a module of four
             # functions despite the prompt, and the plan and parts then used up its 600 s.

@@ -342,6 +342,10 @@ async def test_mission_context_reaches_a_grandchild_and_glue_is_written(settings
              "tests": stack_tests},
             {"name": "describe", "kind": "function", "signature": "def describe(stack)",
              "behaviour": "'<n> items'", "tests": describe_tests}]}]},
+        # A class part is tried directly first; this one fails, so it is decomposed as needed.
+        {"match": r"\[rcp:code\][\s\S]*Your part: class Stack", "replies": [fence(
+            "class Stack:\n    def push(self, item):\n        pass\n\n    def pop(self):\n        return None\n")]},
+        {"match": r"\[rcp:review\]", "replies": [{"reason": "pop must return what was pushed", "wrong": "code"}]},
         {"match": r"\[rcp:code\][\s\S]*Your part: def push_item",
          "replies": [fence("def push_item(items, item):\n    items.append(item)\n")]},
         {"match": r"\[rcp:code\][\s\S]*Your part: def pop_item",
@@ -356,6 +360,9 @@ async def test_mission_context_reaches_a_grandchild_and_glue_is_written(settings
     result, events = await solve(Solver(llm, FakeSandbox(rule=executes_tests), settings), root(goal))
     assert result.solved, result.verdict
     assert result.module == "stack"
+    # The class part was tried directly first (no decide call for it), then split when that failed.
+    assert prompts_with(llm, "[rcp:code]", "Your part: class Stack")
+    assert not prompts_with(llm, "[rcp:decide]", "Your part: class Stack")
     leaf = prompts_with(llm, "[rcp:code]", "Your part: def push_item")[0]
     assert f"Mission (the whole project): {goal}" in leaf
     assert "Path: Write a module stack.py" in leaf and " > Write class Stack: LIFO stack" in leaf
