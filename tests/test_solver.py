@@ -294,6 +294,8 @@ async def test_a_plan_that_never_validates_ends_in_a_direct_attempt(settings):
     ({"0": {"tests": "def test_x(:"}}, "tests is not valid Python"),
     ({"0": {"tests": "def test_x():\n    assert mul(1, 1) == 1\n"}}, "its tests never use add"),
     ({"0": {"tests": "def test_x():\n    add(1, 1)\n"}}, "its tests have no assert"),
+    ({"0": {"tests": "def test_x():\n    assert add(mul(1, 2), 1) == 3\n"}},
+     "part add: its tests use mul, another part; each part is tested alone"),
 ])
 def test_validate_plan_names_each_problem(change, error):
     data = json.loads(json.dumps(ARITH_PLAN))
