@@ -321,6 +321,11 @@ def normalize_tests(tests: str, module: str, names: Sequence[str] = ()) -> str:
     head = []
     if "pytest" in used and "pytest" not in bound:
         head.append("import pytest\n")
+    # `math.pi` with no `import math` (seen on the 1.5B) fails every run with NameError whatever the code does.
+    modules = sorted({n.value.id for n in ast.walk(tree)
+                      if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id not in bound
+                      and n.value.id != "pytest" and _is_known_module(n.value.id)})
+    head += [f"import {m}\n" for m in modules]
     if missing:
         head.append(f"from {module} import {', '.join(missing)}\n")
     if head:

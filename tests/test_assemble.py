@@ -346,3 +346,15 @@ def test_code_key_ignores_comments_layout_and_docstrings_but_not_logic():
     assert code_key(a) == code_key(b)
     assert code_key(a) != code_key("def f(x):\n    return x + 2\n")
     assert code_key("def f(:\n  pass") == code_key("def f(:   pass")  # unparsable: blank space collapsed
+
+
+def test_normalize_tests_imports_stdlib_modules_the_tests_use_but_never_import():
+    from rcp.assemble import normalize_tests
+
+    tests = ("from shapes import Circle\n\n\ndef test_area():\n    assert Circle(1).area() == math.pi\n"
+             "    string = 'x'\n    assert string.upper() == 'X'\n")
+    out = normalize_tests(tests, "shapes", ["Circle"])
+    assert out.startswith("import math\n") and "import string" not in out  # `string` is a local variable here
+    ns: dict = {}
+    exec(compile(out.replace("from shapes import Circle", "Circle = None"), "t", "exec"), ns)  # noqa: S102
+    assert "math" in ns
