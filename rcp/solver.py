@@ -149,10 +149,15 @@ class PlanError(ValueError):
     """A decomposition that must not be executed; the message is shown to the model when re-asking."""
 
 
+def _classes_in_task(text: str) -> dict[str, str]:
+    """Classes a task names (```class X(...)``` or ``class `X...```) -> what follows the name in the backticks."""
+    return {m[1] or m[3]: m[2] or m[4] for m in re.finditer(
+        r"`class\s+([A-Za-z_]\w*)([^`]*)|\bclass `([A-Za-z_]\w*)([^`]*)", text)}
+
+
 def named_in_task(text: str) -> list[str]:
     """The functions, methods and classes a task names in backticks (```name(...)```), builtins left out."""
-    found = re.findall(r"`(?:def\s+|class\s+)?([A-Za-z_]\w*)\s*\(", text)
-    found += [m[0] or m[1] for m in re.findall(r"`class\s+([A-Za-z_]\w*)|\bclass `([A-Za-z_]\w*)", text)]
+    found = re.findall(r"`(?:def\s+|class\s+)?([A-Za-z_]\w*)\s*\(", text) + list(_classes_in_task(text))
     return [n for n in dict.fromkeys(found) if n not in _BUILTINS]
 
 
@@ -169,8 +174,7 @@ def small_task(text: str) -> str:
     """Why a task is small enough to try directly before any split ('' when it is not or it cannot tell): it
     names, in backticks, at most ``SMALL_TASK_NAMES`` functions or methods and at most one class."""
     names = set(named_in_task(text))
-    classes = {m[1] or m[3]: m[2] or m[4] for m in re.finditer(
-        r"`class\s+([A-Za-z_]\w*)([^`]*)|\bclass `([A-Za-z_]\w*)([^`]*)", text)}
+    classes = _classes_in_task(text)
     names -= set(classes)  # `Inventory()` in an example is the class, not a function
     # An exception class (`class NotFound(KeyError)`) is a line of code, not a component.
     real = [c for c, rest in classes.items() if not re.match(r"\s*\(\s*\w*(Exception|Error)\s*\)", rest)]
@@ -560,6 +564,11 @@ class Solver:
         t.tests = fallback or base
         return t.tests
 
+    @staticmethod
+    def _trusted(t: _Task) -> set[str]:
+        """The asserts of the examples the task states: no review or vote ever drops them."""
+        return assert_sources(task_examples(t.spec.root_task, t.spec.module))
+
     def _required(self, t: _Task) -> list[str]:
         """What the module must define: the functions, methods and classes a task without contract names."""
         return named_in_task(t.spec.goal) if t.spec.contract is None else []
@@ -692,7 +701,7 @@ class Solver:
         if len(working) < 2:
             return None
         failed = [{(f.line, f.source, f.message) for f in self._failed_asserts(t, c)} for c in working]
-        trusted = assert_sources(task_examples(t.spec.root_task, t.spec.module))
+        trusted = self._trusted(t)
         agreed = sorted(f for f in set.intersection(*failed) if f[1] not in trusted)
         limit = max(1, count_checks(tests) // 2) - t.dropped
         agreed = agreed[:max(0, limit)]
@@ -746,7 +755,7 @@ class Solver:
     async def _dispute(self, t: _Task, tests: str, fails: list[FailedAssert], limit: int) -> tuple[str, int]:
         """``tests`` without the failing asserts a review judges wrong (at most ``limit``), and how many went."""
         lines: set[int] = set()
-        trusted = assert_sources(task_examples(t.spec.root_task, t.spec.module))
+        trusted = self._trusted(t)
         for f in [f for f in fails if f.source not in trusted][:limit]:
             key = (t.spec.root_task, f.source)
             if key not in self._reviews:
