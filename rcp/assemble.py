@@ -13,6 +13,7 @@ by dependency (parts keep the plan's order), and languages other than Python.
 from __future__ import annotations
 
 import ast
+import copy
 import io
 import keyword
 import re
@@ -494,6 +495,44 @@ def references(tests: str, name: str) -> bool:
     tree = parse(tests, "tests")
     return any((isinstance(n, ast.Name) and n.id == name) or (isinstance(n, ast.Attribute) and n.attr == name)
                for n in ast.walk(tree))
+
+
+def split_tests(tests: str, names: set[str]) -> tuple[str, str]:
+    """``tests`` split in two: (the tests that use none of ``names``, the tests that use one of them).
+
+    Imports go to both halves, but the first imports none of ``names``. Raises ``AssemblyError`` when a helper
+    outside the test functions uses one of ``names`` (the halves could not stand alone).
+    """
+    tree = parse(tests, "tests")
+    lines = tests.splitlines(keepends=True)
+    alone: list[str] = []
+    using: list[str] = []
+    for stmt in tree.body:
+        text = _segment(lines, stmt)
+        uses = any(references(text, n) for n in names)
+        if isinstance(stmt, ast.ImportFrom | ast.Import):
+            using.append(text)
+            kept = [a for a in stmt.names if (a.asname or a.name) not in names]
+            if kept == stmt.names:
+                alone.append(text)
+            elif kept:
+                stmt = copy.copy(stmt)
+                stmt.names = kept
+                alone.append(ast.unparse(stmt) + "\n")
+        elif isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) \
+                and stmt.name.lower().startswith("test"):
+            (using if uses else alone).append(text)
+        elif uses:
+            raise AssemblyError(f"line {stmt.lineno} uses {', '.join(sorted(n for n in names if references(text, n)))}"
+                                " outside a test function")
+        else:
+            alone.append(text)
+            using.append(text)
+
+    def join(parts: list[str]) -> str:
+        return "\n\n".join(p.rstrip() for p in parts) + "\n" if test_names("".join(parts)) else ""
+
+    return join(alone), join(using)
 
 
 # --- signatures ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from rcp.assemble import (
     references,
     rename,
     signature_header,
+    split_tests,
     task_examples,
     test_names,
 )
@@ -358,3 +359,27 @@ def test_normalize_tests_imports_stdlib_modules_the_tests_use_but_never_import()
     ns: dict = {}
     exec(compile(out.replace("from shapes import Circle", "Circle = None"), "t", "exec"), ns)  # noqa: S102
     assert "math" in ns
+
+
+def test_split_tests_keeps_helpers_on_both_sides_and_sibling_imports_on_one():
+    tests = d("""
+        import shapes
+        from shapes import total_area, Square
+
+
+        class Fake:
+            area = lambda self: 2
+
+
+        def test_fake():
+            assert total_area([Fake()]) == 2
+
+
+        def test_square():
+            assert total_area([shapes.Square(1)]) == 1
+    """)
+    alone, using = split_tests(tests, {"Square"})
+    assert "from shapes import total_area\n" in alone and "class Fake" in alone and "test_square" not in alone
+    assert "from shapes import total_area, Square" in using and "class Fake" in using and "def test_fake" not in using
+    ast.parse(alone), ast.parse(using)
+    assert split_tests(tests, {"Circle"})[1] == ""  # nothing uses it: nothing to move

@@ -27,6 +27,7 @@ from rcp.solver import (
     failing_tests,
     failure_text,
     module_name,
+    several_classes,
     small_task,
     subtree_calls,
     subtree_tokens,
@@ -295,7 +296,7 @@ async def test_a_plan_that_never_validates_ends_in_a_direct_attempt(settings):
     ({"0": {"tests": "def test_x():\n    assert mul(1, 1) == 1\n"}}, "its tests never use add"),
     ({"0": {"tests": "def test_x():\n    add(1, 1)\n"}}, "its tests have no assert"),
     ({"0": {"tests": "def test_x():\n    assert add(mul(1, 2), 1) == 3\n"}},
-     "part add: its tests use mul, another part; each part is tested alone"),
+     "part add: its tests all use mul, another part; each part is tested alone"),
 ])
 def test_validate_plan_names_each_problem(change, error):
     data = json.loads(json.dumps(ARITH_PLAN))
@@ -307,6 +308,69 @@ def test_validate_plan_names_each_problem(change, error):
         validate_plan(Plan.model_validate(data), module="arith", max_parts=4)
 
 
+def test_a_part_test_that_uses_another_part_moves_to_the_integration():
+    """Seen on the 1.5B: total_area's contract tests built Rectangles, which do not exist where it is tested alone."""
+    plan = json.loads(json.dumps(ARITH_PLAN))
+    plan["parts"][0]["tests"] = ("from arith import add, mul\n\ndef test_add():\n    assert add(1, 2) == 3\n\n"
+                                 "def test_add_of_products():\n    assert add(mul(1, 2), 1) == 3\n")
+    contracts, together = validate_plan(Plan.model_validate(plan), module="arith", max_parts=4)
+    assert contracts[0].tests == "from arith import add\n\ndef test_add():\n    assert add(1, 2) == 3\n"
+    assert together == "from arith import add, mul\n\ndef test_add_of_products():\n    assert add(mul(1, 2), 1) == 3\n"
+    assert contracts[1].tests == validate_plan(Plan.model_validate(ARITH_PLAN), module="arith",
+                                               max_parts=4)[0][1].tests
+    # A helper outside the tests that builds another part cannot be split: the plan is asked again.
+    plan["parts"][0]["tests"] = ("from arith import add, mul\n\nTWO = mul(1, 2)\n\ndef test_add():\n"
+                                 "    assert add(TWO, 1) == 3\n\ndef test_add_2():\n    assert add(1, 1) == 2\n")
+    with pytest.raises(PlanError, match="part add: its tests all use mul"):
+        validate_plan(Plan.model_validate(plan), module="arith", max_parts=4)
+
+
+SHAPES = ("Write a module shapes.py with a class `Square(side)` with `area(self)`, a class `Disc(r)` with "
+          "`area(self)` (3 * r * r) and a function `total_area(shapes)`.")
+SQUARE = "class Square:\n    def __init__(self, side):\n        self.side = side\n\n    def area(self):\n" \
+         "        return self.side ** 2\n"
+DISC = "class Disc:\n    def __init__(self, r):\n        self.r = r\n\n    def area(self):\n" \
+       "        return 3 * self.r ** 2\n"
+TOTAL = "def total_area(shapes):\n    return sum(s.area() for s in shapes)\n"
+SHAPES_PLAN = {"parts": [
+    {"name": "Square", "kind": "class", "signature": "class Square:\n    def __init__(self, side)\n    def area(self)",
+     "behaviour": "a square",
+     "tests": "from shapes import Square\n\ndef test_square():\n    assert Square(2).area() == 4\n"},
+    {"name": "Disc", "kind": "class", "signature": "class Disc:\n    def __init__(self, r)\n    def area(self)",
+     "behaviour": "a disc", "tests": "from shapes import Disc\n\ndef test_disc():\n    assert Disc(1).area() == 3\n"},
+    {"name": "total_area", "kind": "function", "signature": "def total_area(shapes)", "behaviour": "sum of areas",
+     "tests": "from shapes import total_area, Square, Disc\n\nclass Fake:\n    def area(self):\n        return 2\n\n"
+              "def test_fake():\n    assert total_area([Fake(), Fake()]) == 4\n\n"
+              "def test_mixed():\n    assert total_area([Square(2), Disc(1)]) == 7\n"}]}
+
+
+async def test_a_task_naming_two_classes_is_split_up_front_and_cross_part_tests_run_at_integration(settings):
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:plan\]", "replies": [SHAPES_PLAN]},
+        # The total_area part writes tests that build a sibling, which it could never pass alone.
+        {"match": r"\[rcp:tests\][\s\S]*total_area",
+         "replies": [fence("from shapes import total_area, Square\n\ndef test_empty():\n    assert total_area([]) == 0"
+                           "\n\ndef test_squares():\n    assert total_area([Square(1)]) == 1\n")]},
+        {"match": r"\[rcp:tests\]", "replies": [fence("def test_nothing_more():\n    assert True\n")]},
+        {"match": r"\[rcp:code\][\s\S]*Your part: class Square", "replies": [fence(SQUARE)]},
+        {"match": r"\[rcp:code\][\s\S]*Your part: class Disc", "replies": [fence(DISC)]},
+        {"match": r"\[rcp:code\][\s\S]*Your part: def total_area", "replies": [fence(TOTAL)]}])
+    sandbox = LocalPytestSandbox()
+    result, _ = await solve(Solver(llm, sandbox, settings), root(SHAPES))
+    assert prompts_with(llm, "[rcp:decide]") == []
+    assert result.trace.decision == "decompose" and "2 classes (Square, Disc)" in result.trace.reason
+    assert result.solved and len(result.trace.children) == 3 and all(c.solved for c in result.trace.children)
+    # Each part ran alone on tests that use nothing but itself ...
+    alone = [r for r in sandbox.runs if "def total_area" in r.code and "class Square" not in r.code]
+    assert alone and all("Square(" not in r.tests and "Disc(" not in r.tests for r in alone)
+    assert all("test_fake" in r.tests for r in alone) and "test_empty" in alone[0].tests  # generated: kept
+    assert "test_squares" not in "".join(r.tests for r in sandbox.runs)  # generated, used Square: dropped
+    # ... and the plan's tests that need several parts ran once they were assembled.
+    last = sandbox.runs[-1]
+    assert "test_mixed" in last.tests and "test_square" in last.tests and "test_disc" in last.tests
+    assert "test_mixed" in " ".join(result.trace.notes)
+
+
 def test_validate_plan_rejects_the_whole_task_as_a_part_and_fixes_imports():
     from rcp.records import Contract
     parent = Contract(name="add", kind="function", signature="def add(a, b)", behaviour="sum")
@@ -314,7 +378,7 @@ def test_validate_plan_rejects_the_whole_task_as_a_part_and_fixes_imports():
         validate_plan(Plan.model_validate(ARITH_PLAN), module="arith", max_parts=4, parent=parent)
     plan = json.loads(json.dumps(ARITH_PLAN))
     plan["parts"][0]["tests"] = "def test_add():\n    assert add(1, 1) == 2\n"  # no import at all
-    contracts = validate_plan(Plan.model_validate(plan), module="calc", max_parts=4)
+    contracts, _ = validate_plan(Plan.model_validate(plan), module="calc", max_parts=4)
     assert contracts[0].tests.startswith("from calc import add\n")
     assert contracts[1].tests.startswith("from calc import mul")  # `from arith import` rewritten to our module
 
@@ -901,7 +965,7 @@ def test_plan_repairs_what_small_models_get_wrong():
     plan = json.loads(json.dumps(ARITH_PLAN))
     plan["parts"][0]["signature"] = "def add(a, b): return the sum of a and b."
     plan["parts"][0]["tests"] = "from arith import add\\nassert add(1, 2) == 3\\nassert add(0, 0) == 0"
-    contracts = validate_plan(Plan.model_validate(plan), module="arith", max_parts=4)
+    contracts, _ = validate_plan(Plan.model_validate(plan), module="arith", max_parts=4)
     assert contracts[0].signature == "def add(a, b):"
     assert contracts[0].tests == ("from arith import add\n\n\ndef test_add_1():\n    assert add(1, 2) == 3\n\n\n"
                                   "def test_add_2():\n    assert add(0, 0) == 0\n")
@@ -924,6 +988,15 @@ def test_plan_repairs_what_small_models_get_wrong():
 ])
 def test_small_task_is_told_by_the_names_it_puts_in_backticks(text, why):
     assert small_task(text) == why
+
+
+@pytest.mark.parametrize("text, why", [
+    ("a class `A` with `x(self)` and a class `B` with `y(self)`", "the task names 2 classes (A, B): each is a part"),
+    ("an exception class `Broke(Exception)` and a class `Bank` with `pay(self, n)`", ""),
+    ("a class `Stack` with `push(self, x)`", ""),
+])
+def test_several_classes_split_up_front(text, why):
+    assert several_classes(text).startswith(why) and bool(several_classes(text)) == bool(why)
 
 
 async def test_a_small_task_is_tried_directly_without_a_decide_call(settings):
