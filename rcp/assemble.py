@@ -684,6 +684,10 @@ def cap_checks(tests: str, limit: int) -> str:
 
 
 _BACKTICKED = re.compile(r"`([^`\n]*)`")
+_FENCED = re.compile(r"```[\w+-]*\n(.*?)```", re.DOTALL)
+_EXAMPLE_LINE = re.compile(r"^[ \t]*(?:>>>[ \t]*)?([A-Za-z_]\w*\([^\n]*\))[ \t]*(?:==|➞|=>|=|->)[ \t]*"
+                           r"(\S[^\n]*?)[ \t]*$", re.MULTILINE)
+_DOCTEST = re.compile(r"^[ \t]*>>>[ \t]*(\S[^\n]*)\n[ \t]*(?!>>>)(\S[^\n]*)$", re.MULTILINE)
 
 
 def task_examples(text: str, module: str, only: str | None = None) -> str:
@@ -695,7 +699,12 @@ def task_examples(text: str, module: str, only: str | None = None) -> str:
     """
     asserts: list[str] = []
     names: list[str] = []
-    for span in _BACKTICKED.findall(text):
+    # ``>>> f(1)`` then ``2`` on the next line, as in a docstring a user pastes (HumanEval's prompts).
+    doctests = [f"{call} == {want}" for call, want in _DOCTEST.findall(text)]
+    # ``f(1) ➞ 2``, ``f(1) => 2``, ``f(1) = 2`` or ``f(1) == 2`` on a line of a fenced listing.
+    for block in _FENCED.findall(text):
+        doctests += [f"{call} == {want}" for call, want in _EXAMPLE_LINE.findall(block)]
+    for span in _BACKTICKED.findall(text) + doctests:
         if len(span) > 400:
             continue
         try:

@@ -158,8 +158,12 @@ def _classes_in_task(text: str) -> dict[str, str]:
 
 
 def named_in_task(text: str) -> list[str]:
-    """The functions, methods and classes a task names in backticks (```name(...)```), builtins left out."""
+    """The functions, methods and classes a task names in backticks (```name(...)```) or defines in a fenced
+    listing, builtins left out."""
     found = re.findall(r"`(?:def\s+|class\s+)?([A-Za-z_]\w*)\s*\(", text) + list(_classes_in_task(text))
+    # Top-level definitions in a fenced listing the task gives (a stub to complete, as in HumanEval).
+    for block in re.findall(r"```[\w+-]*\n(.*?)```", text, re.DOTALL):
+        found += re.findall(r"^(?:async\s+)?def\s+([A-Za-z_]\w*)\s*\(", block, re.MULTILINE)
     return [n for n in dict.fromkeys(found) if n not in _BUILTINS]
 
 

@@ -339,6 +339,16 @@ def test_task_examples_keep_literal_calls_compared_to_literals():
     ns["test_examples_from_the_task"]()
 
 
+def test_task_examples_read_a_pasted_docstring():
+    """HumanEval's prompts state examples as doctests and as ``f(x) ➞ y`` lines; prose outside a listing is not
+    read that way."""
+    task = ('Complete `f`:\n\n```python\ndef f(xs, n):\n    """Sum.\n    >>> f([1, 2], 0)\n    3\n'
+            '    >>> f([], 1) == 1\n    f([5], 1) ➞ 6\n    f([5], 2) => 7\n    f(xs, 1) => many\n'
+            '    >>> f([0], 0)\n    """\n```\nAlso f([9], 9) == 1 in prose.')
+    assert assert_sources(task_examples(task, "solution")) == {
+        "assert f([1, 2], 0) == 3", "assert f([], 1) == 1", "assert f([5], 1) == 6", "assert f([5], 2) == 7"}
+
+
 def test_code_key_ignores_comments_layout_and_docstrings_but_not_logic():
     from rcp.assemble import code_key
 

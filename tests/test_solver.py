@@ -985,6 +985,8 @@ def test_plan_repairs_what_small_models_get_wrong():
     ("a class `Rect(w, h)` with `area(self)`; a class `Circle(r)` with `area(self)`", ""),
     ("an exception class `Broke(Exception)` and a class `Bank` with `pay(self, n)`",
      "the task names 1 function in one class"),
+    ("Complete `f` in solution.py:\n```python\ndef f(x):\n    def inner():\n        pass\n```",
+     "the task names 1 function"),  # a pasted stub (HumanEval): its top-level definitions
 ])
 def test_small_task_is_told_by_the_names_it_puts_in_backticks(text, why):
     assert small_task(text) == why
