@@ -182,7 +182,8 @@ def tests(spec: TaskSpec, existing: str = "", *, error: str = "") -> list[ChatMe
     system = (f"{TAG_TESTS} You write pytest tests for Python code that is not written yet. Reply with one "
               f"```python block: first `from {spec.module} import ...`, then 3 to 6 short test functions with "
               "plain asserts on small examples whose results you have checked by hand. Test only what the task "
-              "states; no fixtures, no mocks, no printing.")
+              "states; for each error the task says is raised, one check with `pytest.raises`. No fixtures, no "
+              "mocks, no printing.")
     blocks = [_task(spec), _context(spec), f"Module: {spec.module}.py"]
     if existing.strip():
         blocks.append(f"Tests that exist already (add different cases):\n{_fence(existing)}")
