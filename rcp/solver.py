@@ -183,6 +183,11 @@ def _component_classes(text: str) -> list[str]:
             if not re.match(r"\s*\(\s*\w*(Exception|Error)\s*\)", rest)]
 
 
+def _methods(signature: str) -> list[str]:
+    """The method lines of a class contract's signature (``def name(``...)."""
+    return re.findall(r"^\s+(?:async\s+)?def\s+(\w+)", signature, re.MULTILINE)
+
+
 def small_task(text: str) -> str:
     """Why a task is small enough to try directly before any split ('' when it is not or it cannot tell): it
     names, in backticks, at most ``SMALL_TASK_NAMES`` functions or methods and at most one class."""
@@ -500,6 +505,10 @@ class Solver:
         # re-plan of its siblings (the root task is in its mission context), spending 13 calls and 380 s for nothing.
         if t.spec.contract is not None and t.spec.contract.kind == "function":
             return False
+        # Nor is a small class part: measured on the 1.5B (shapes.py), a two-method Circle part that failed its
+        # own tests spent 66 s on three plans, all rejected as "part Circle is the whole task".
+        if t.spec.contract is not None and len(_methods(t.spec.contract.signature)) <= SMALL_TASK_NAMES:
+            return False
         # A plan, one LLM call per part and one for integration is the least a decomposition needs.
         return t.spec.depth < self.settings.max_depth and t.calls_left >= 4 and t.remaining() > 4 * MIN_CHILD_SECONDS
 
@@ -590,7 +599,9 @@ class Solver:
                     # This part is tested alone: its siblings are not in the module (see validate_plan).
                     gen = split_tests(gen, used)[0]
                 if c is not None and not references(gen, c.name):
-                    raise ModelOutputError(f"the tests never use {c.name}")
+                    alone = (f" without {', '.join(sorted(used))}: {c.name} is tested alone, where they do not "
+                             "exist, so use plain values or a small stand-in class") if used else ""
+                    raise ModelOutputError(f"the tests never use {c.name}{alone}")
                 if count_checks(gen) == 0:
                     raise ModelOutputError("the tests have no assert")
                 merged = merge_tests([Piece("contract", base), Piece("generated", gen)], spec.module).code
@@ -1025,6 +1036,10 @@ class Solver:
         contracts = [o.contract for o in outcomes]
         signatures = [c.signature for c in contracts] + ([spec.contract.signature] if spec.contract else [])
         test_pieces = [Piece(c.name, c.tests) for c in contracts]
+        # A part that solved and kept its contract brings the tests it passed alone (its generated ones too): the
+        # module is delivered with them, and they must hold once the parts are assembled.
+        test_pieces += [Piece(o.contract.name, o.result.tests) for o in outcomes
+                        if o.accepted and o.result is not None and o.result.solved and o.result.tests.strip()]
         if t.plan_tests:
             test_pieces.append(Piece("plan", t.plan_tests))
         if spec.contract is not None and spec.contract.tests.strip():

@@ -368,6 +368,7 @@ async def test_a_task_naming_two_classes_is_split_up_front_and_cross_part_tests_
     # ... and the plan's tests that need several parts ran once they were assembled.
     last = sandbox.runs[-1]
     assert "test_mixed" in last.tests and "test_square" in last.tests and "test_disc" in last.tests
+    assert "test_empty" in last.tests  # a solved part's own tests come along into the module's tests
     assert "test_mixed" in " ".join(result.trace.notes)
 
 
@@ -383,8 +384,9 @@ def test_validate_plan_rejects_the_whole_task_as_a_part_and_fixes_imports():
     assert contracts[1].tests.startswith("from calc import mul")  # `from arith import` rewritten to our module
 
 
-async def test_mission_context_reaches_a_grandchild_and_glue_is_written(settings):
+async def test_mission_context_reaches_a_grandchild_and_glue_is_written(settings, monkeypatch):
     """root -> class Stack (decomposed again) -> helpers push_item/pop_item; Stack is glued from them."""
+    monkeypatch.setattr("rcp.solver.SMALL_TASK_NAMES", 1)  # a class part of more methods than this may be split
     goal = "Write a module stack.py with a class Stack (push, pop) and a function describe(stack)."
     stack_sig = "class Stack:\n    def push(self, item)\n    def pop(self)"
     stack_tests = ("from stack import Stack\n\ndef test_stack():\n    s = Stack()\n    s.push(1)\n    s.push(2)\n"
@@ -394,7 +396,8 @@ async def test_mission_context_reaches_a_grandchild_and_glue_is_written(settings
     push_tests = ("def test_push():\n    items = []\n    push_item(items, 3)\n    assert items == [3]\n"
                   "    assert len(items) == 1\n")
     pop_tests = "def test_pop():\n    items = [1, 2]\n    assert pop_item(items) == 2\n    assert items == [1]\n"
-    llm = ScriptedLLM(rules=[
+    broken = "class Stack:\n    def push(self, item):\n        pass\n\n    def pop(self):\n        return None\n"
+    rules = [
         {"match": r"\[rcp:decide\][\s\S]*Your part: class Stack",
          "replies": [{"reason": "two", "action": "decompose"}]},
         {"match": r"\[rcp:decide\]", "replies": [{"reason": "two parts", "action": "decompose"}]},
@@ -409,8 +412,7 @@ async def test_mission_context_reaches_a_grandchild_and_glue_is_written(settings
             {"name": "describe", "kind": "function", "signature": "def describe(stack)",
              "behaviour": "'<n> items'", "tests": describe_tests}]}]},
         # A class part is tried directly first; this one fails, so it is decomposed as needed.
-        {"match": r"\[rcp:code\][\s\S]*Your part: class Stack", "replies": [fence(
-            "class Stack:\n    def push(self, item):\n        pass\n\n    def pop(self):\n        return None\n")]},
+        {"match": r"\[rcp:code\][\s\S]*Your part: class Stack", "replies": [fence(broken)]},
         {"match": r"\[rcp:review\]", "replies": [{"reason": "pop must return what was pushed", "wrong": "code"}]},
         {"match": r"\[rcp:code\][\s\S]*Your part: def push_item",
          "replies": [fence("def push_item(items, item):\n    items.append(item)\n")]},
@@ -421,7 +423,8 @@ async def test_mission_context_reaches_a_grandchild_and_glue_is_written(settings
         {"match": r"\[rcp:integrate\][\s\S]*Missing: class Stack", "replies": [fence(
             "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n"
             "        push_item(self.items, item)\n\n    def pop(self):\n        return pop_item(self.items)\n")]},
-    ])
+    ]
+    llm = ScriptedLLM(rules=rules)
     # The fake sandbox really runs the module's tests (in-process): the glued class must work.
     result, events = await solve(Solver(llm, FakeSandbox(rule=executes_tests), settings), root(goal))
     assert result.solved, result.verdict
@@ -439,6 +442,17 @@ async def test_mission_context_reaches_a_grandchild_and_glue_is_written(settings
     stack = next(c for c in result.trace.children if "Stack" in c.goal)
     assert stack.decision == "decompose" and len(stack.children) == 2 and stack.solved
     assert max(e.depth for e in events) == 2
+
+    # With the default limit a two-method class part that fails is not split (seen on the 1.5B: every plan for a
+    # small class was "the whole task"): no plan for it, and the root reports the failure honestly.
+    monkeypatch.undo()
+    llm = ScriptedLLM(rules=[*rules, {"match": r"\[rcp:integrate\]", "replies": [fence(broken)]},
+                             # the root's direct attempt after the failed decomposition: still broken
+                             {"match": r"\[rcp:tests\]", "replies": [fence(stack_tests)]},
+                             {"match": r"\[rcp:code\]", "replies": [fence(broken)]}])
+    result, events = await solve(Solver(llm, FakeSandbox(rule=executes_tests), settings), root(goal))
+    assert not prompts_with(llm, "[rcp:plan]", "Your part: class Stack") and not result.solved
+    assert max(e.depth for e in events) == 1
 
 
 # --- contract enforcement and delegation ----------------------------------------------------------------------
