@@ -509,7 +509,6 @@ def split_tests(tests: str, names: set[str]) -> tuple[str, str]:
     using: list[str] = []
     for stmt in tree.body:
         text = _segment(lines, stmt)
-        uses = any(references(text, n) for n in names)
         if isinstance(stmt, ast.ImportFrom | ast.Import):
             using.append(text)
             kept = [a for a in stmt.names if (a.asname or a.name) not in names]
@@ -519,12 +518,13 @@ def split_tests(tests: str, names: set[str]) -> tuple[str, str]:
                 stmt = copy.copy(stmt)
                 stmt.names = kept
                 alone.append(ast.unparse(stmt) + "\n")
-        elif isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) \
+            continue
+        uses = sorted(n for n in names if references(text, n))
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) \
                 and stmt.name.lower().startswith("test"):
             (using if uses else alone).append(text)
         elif uses:
-            raise AssemblyError(f"line {stmt.lineno} uses {', '.join(sorted(n for n in names if references(text, n)))}"
-                                " outside a test function")
+            raise AssemblyError(f"line {stmt.lineno} uses {', '.join(uses)} outside a test function")
         else:
             alone.append(text)
             using.append(text)
@@ -687,6 +687,13 @@ _BACKTICKED = re.compile(r"`([^`\n]*)`")
 _FENCED = re.compile(r"```[\w+-]*\n(.*?)```", re.DOTALL)
 _EXAMPLE_LINE = re.compile(r"^[ \t]*(?:>>>[ \t]*)?([A-Za-z_]\w*\([^\n]*\))[ \t]*(?:==|➞|=>|=|->)[ \t]*"
                            r"(\S[^\n]*?)[ \t]*$", re.MULTILINE)
+
+
+def fenced_listings(text: str) -> list[str]:
+    """The contents of the closed ```` ``` ```` listings in a task text (a stub or docstring the user pasted)."""
+    return _FENCED.findall(text)
+
+
 _DOCTEST = re.compile(r"^[ \t]*>>>[ \t]*(\S[^\n]*)\n[ \t]*(?!>>>)(\S[^\n]*)$", re.MULTILINE)
 
 
@@ -702,7 +709,7 @@ def task_examples(text: str, module: str, only: str | None = None) -> str:
     # ``>>> f(1)`` then ``2`` on the next line, as in a docstring a user pastes (HumanEval's prompts).
     doctests = [f"{call} == {want}" for call, want in _DOCTEST.findall(text)]
     # ``f(1) ➞ 2``, ``f(1) => 2``, ``f(1) = 2`` or ``f(1) == 2`` on a line of a fenced listing.
-    for block in _FENCED.findall(text):
+    for block in fenced_listings(text):
         doctests += [f"{call} == {want}" for call, want in _EXAMPLE_LINE.findall(block)]
     for span in _BACKTICKED.findall(text) + doctests:
         if len(span) > 400:

@@ -85,6 +85,7 @@ from rcp.assemble import (
     defined_names,
     drop_asserts,
     failed_asserts,
+    fenced_listings,
     is_identifier,
     merge_tests,
     normalize_tests,
@@ -162,7 +163,7 @@ def named_in_task(text: str) -> list[str]:
     listing, builtins left out."""
     found = re.findall(r"`(?:def\s+|class\s+)?([A-Za-z_]\w*)\s*\(", text) + list(_classes_in_task(text))
     # Top-level definitions in a fenced listing the task gives (a stub to complete, as in HumanEval).
-    for block in re.findall(r"```[\w+-]*\n(.*?)```", text, re.DOTALL):
+    for block in fenced_listings(text):
         found += re.findall(r"^(?:async\s+)?def\s+([A-Za-z_]\w*)\s*\(", block, re.MULTILINE)
     return [n for n in dict.fromkeys(found) if n not in _BUILTINS]
 
@@ -192,9 +193,10 @@ def small_task(text: str) -> str:
     """Why a task is small enough to try directly before any split ('' when it is not or it cannot tell): it
     names, in backticks, at most ``SMALL_TASK_NAMES`` functions or methods and at most one class."""
     names = set(named_in_task(text)) - set(_classes_in_task(text))  # `Inventory()` in an example is the class
-    if not names or len(names) > SMALL_TASK_NAMES or len(_component_classes(text)) > 1:
+    components = _component_classes(text)
+    if not names or len(names) > SMALL_TASK_NAMES or len(components) > 1:
         return ""
-    where = " in one class" if _component_classes(text) else ""
+    where = " in one class" if components else ""
     return f"the task names {len(names)} function{'s' if len(names) > 1 else ''}{where}"
 
 
