@@ -318,7 +318,7 @@ async def test_client_that_goes_away_cancels_the_work_across_the_swarm(swarm):
 async def test_node_killed_mid_subtask_root_still_completes_and_node_is_restarted(swarm):
     conn = await connect(swarm)
     try:
-        await wait_serving(conn, 3, 20)
+        await wait_healthy(swarm, conn)
         part_on_victim = asyncio.Event()
         victim: dict = {}
         entry: list[str] = []
@@ -344,8 +344,12 @@ async def test_node_killed_mid_subtask_root_still_completes_and_node_is_restarte
         done_at = time.monotonic()
         assert sub.result.solved, sub.result.verdict
         assert fallback_at, "the parent must report the dead peer"
-        redone = [c for c in sub.result.trace.children if c.task_id == victim["task"]]
-        assert redone and redone[-1].node != victim["node"] and redone[-1].solved
+        # The victim's part is redone on the third node or, when the parent has no other peer it trusts (one that
+        # failed it within the ban time is avoided), on the parent itself under a new id: either way, not on the
+        # victim, and every part comes back solved.
+        children = [(c.goal, c.node, c.solved) for c in sub.result.trace.children]
+        assert len({goal for goal, _, _ in children}) == 2, children
+        assert all(solved and node != victim["node"] for _, node, solved in children), (victim, children)
         for _ in range(50):
             if not any(alive(p) for p in family):
                 break
@@ -363,15 +367,24 @@ async def test_node_killed_mid_subtask_root_still_completes_and_node_is_restarte
 
 async def wait_replaced(swarm, conn, dead: str, pid: int, timeout: float = 60) -> None:
     """Until the dead node's record expired and the launcher's restarted node is serving in its place."""
+    await wait_healthy(swarm, conn, timeout, dead=(dead, pid))
+
+
+async def wait_healthy(swarm, conn, timeout: float = 60, *, dead: tuple[str, int] = ("", 0)) -> list[PeerRecord]:
+    """Until exactly the launcher's 3 live nodes are serving: no record of a dead node is left in the DHT.
+
+    Each fault test starts from here, so that one test's killed node cannot be another test's "survivor".
+    """
+    short, pid = dead
     deadline = time.monotonic() + timeout
     while True:
         contact = swarm.contact()
         peers = await fetch_peers(conn.dht)
         index = [n for n in contact["nodes"] if n["pid"] != pid and alive(n["pid"])]
-        gone = all(not p.peer_id.endswith(dead) for p in peers)
+        gone = not short or all(not p.peer_id.endswith(short) for p in peers)
         if gone and len(peers) == 3 and len(index) == 3 and {p.pid for p in peers} == {n["pid"] for n in index}:
             swarm.pids()
-            return
+            return peers
         assert time.monotonic() < deadline, (contact, [(p.short, p.state.value, p.pid) for p in peers])
         await asyncio.sleep(0.5)
 
@@ -382,7 +395,7 @@ async def test_entry_node_killed_mid_task_fails_the_client_clearly_and_its_subta
 
     conn = await connect(swarm)
     try:
-        await wait_serving(conn, 3, 20)
+        await wait_healthy(swarm, conn)
         parts_running = asyncio.Event()
         entry: list[str] = []
         remote: set[str] = set()
@@ -419,7 +432,7 @@ async def test_entry_node_killed_mid_task_fails_the_client_clearly_and_its_subta
 async def test_a_node_stopped_cleanly_leaves_routing_at_once_and_is_restarted(swarm):
     conn = await connect(swarm)
     try:
-        peers = await wait_serving(conn, 3, 20)
+        peers = await wait_healthy(swarm, conn)
         leaving = peers[0]
         stopped_at = time.monotonic()
         os.kill(leaving.pid, signal.SIGTERM)
