@@ -35,6 +35,7 @@ from __future__ import annotations
 import ast
 import functools
 import re
+import textwrap
 from collections.abc import Sequence
 from typing import Literal
 
@@ -253,9 +254,11 @@ def integrate(spec: TaskSpec, assembled: str, tests_text: str, failure: str,
 def review(spec: TaskSpec, assertion: str, message: str) -> list[ChatMessage]:
     """Ask whether a failing assert expects the wrong value (small models often miscompute expected values)."""
     system = (f"{TAG_REVIEW} You check one failing test against its task. First work out, step by step from the "
-              "task alone, what the asserted expression must really give. Then answer \"test\" if the test "
-              "expects a wrong value, or \"code\" if the code's result is wrong. Reply in JSON.")
-    user = _join(_task(spec), f"The test:\n    {assertion}", f"pytest says: {clip(message, 400)}")
+              "task alone, what the asserted expression must really give (or whether the call must raise). Then "
+              "answer \"test\" if the test expects a wrong value, or \"code\" if the code's result is wrong. Reply "
+              "in JSON.")
+    shown = textwrap.indent(assertion, "    ")
+    user = _join(_task(spec), f"The test:\n{shown}", f"pytest says: {clip(message, 400)}")
     return [ChatMessage(role="system", content=system), ChatMessage(role="user", content=user)]
 
 

@@ -162,6 +162,21 @@ def test_normalize_tests_points_imports_at_our_module():
     assert "import math" in out  # stdlib stays
 
 
+def test_normalize_tests_never_imports_a_builtin_from_the_module():
+    tests = d("""
+        import pytest
+        from bank import Bank, InsufficientFunds, ValueError
+        from solution import KeyError
+
+        def test_zero():
+            with pytest.raises(ValueError):
+                Bank().deposit(1, 0)
+        """)
+    out = normalize_tests(tests, "bank")
+    assert "from bank import Bank, InsufficientFunds\n" in out
+    assert "ValueError" not in out.split("def ")[0] and "KeyError" not in out
+
+
 def test_normalize_tests_adds_missing_imports():
     out = normalize_tests("def test_x():\n    with pytest.raises(ValueError):\n        parse('x')\n", "p", ["parse"])
     assert out.startswith("import pytest\nfrom p import parse\n")
@@ -173,6 +188,27 @@ def test_count_checks_and_references():
     assert count_checks(tests) == 2
     assert references(tests, "f") and not references(tests, "g")
     assert count_checks("def test_a(:") == 0
+
+
+def test_clean_module_drops_a_class_shadowing_a_builtin_exception():
+    code = d("""
+        class InsufficientFunds(Exception):
+            pass
+
+        class ValueError(Exception):
+            pass
+
+        def take(n):
+            if n <= 0:
+                raise ValueError("not positive")
+            return n
+        """)
+    out = clean_module(code, "bank")
+    assert defined_names(out) == {"InsufficientFunds", "take"}
+    scope: dict = {}
+    exec(out, scope)
+    with pytest.raises(ValueError):  # the built-in one, which the task's users catch
+        scope["take"](0)
 
 
 def test_clean_module_drops_tests_main_and_self_imports():
@@ -273,6 +309,46 @@ def test_loose_asserts_become_test_functions_with_their_setup():
 def test_signature_header_drops_bodies(signature, header):
     assert signature_header(signature) == header
     assert parse_signature(header).name == parse_signature(signature).name  # the header is a valid signature
+
+
+def test_a_raises_block_that_did_not_raise_is_a_check_to_doubt_and_to_drop(tmp_path):
+    (tmp_path / "m.py").write_text("def f(x):\n    return x\n\ndef g(x):\n    raise KeyError(x)\n")
+    tests = d("""
+        import pytest
+        from m import f, g
+
+
+        def test_f_raises():
+            with pytest.raises(KeyError):
+                f(1)
+
+
+        def test_mixed():
+            assert f(2) == 2
+            with pytest.raises(ValueError):
+                f(
+                    3,
+                )
+
+
+        def test_g():
+            with pytest.raises(ValueError):
+                g(1)
+        """)
+    (tmp_path / "test_m.py").write_text(tests)
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=short"],
+                         cwd=tmp_path, capture_output=True, text=True).stdout
+    fails = failed_asserts(out, "test_m.py", tests)
+    # g raising the wrong exception is the code's error, not a check to doubt.
+    assert [(f.line, f.source) for f in fails] == [
+        (6, "with pytest.raises(KeyError):\n    f(1)"),
+        (12, "with pytest.raises(ValueError):\n    f(\n        3,\n    )")]
+    assert fails[0].message.startswith("Failed: DID NOT RAISE") and "KeyError" in fails[0].message
+    assert failed_asserts(out, "test_m.py")[0].source == "with pytest.raises(KeyError):"  # without the file
+    amended = drop_asserts(tests, {6, 12})
+    assert "test_f_raises" not in amended  # no check left
+    assert "assert f(2) == 2" in amended and "ValueError):\n        f(" not in amended and "def test_g" in amended
+    ast.parse(amended)
 
 
 def test_failed_asserts_and_drop_asserts_on_real_pytest_output(tmp_path):

@@ -12,6 +12,7 @@ import os
 import re
 import time
 from pathlib import Path
+from textwrap import dedent as d
 
 import pytest
 from fakes import FakeSandbox, LocalPytestSandbox, events_of, executes_tests, fails_when
@@ -902,6 +903,63 @@ async def test_a_check_only_some_drafts_fail_stays_and_the_majority_draft_is_ret
     # The third draft is right and passes at once: nothing is dropped, and no retry is needed.
     assert result.solved and result.code.strip() == VOWELS_3.strip() and "AEI" in result.tests
     assert not any("drafts agree" in n for n in result.trace.notes) and not prompts_with(llm, "Previous attempt")
+
+
+ACCT_TASK = ("Write a Python module acct.py with functions `take(balance, amount)`: returns balance - amount, raises "
+             "ValueError if amount is not positive; and `name(owner)`: returns owner.title().")
+ACCT_A = ("def take(balance, amount):\n    if amount <= 0:\n        raise ValueError(amount)\n"
+          "    return balance - amount\n\n\ndef name(owner):\n    return owner.title()\n")
+ACCT_B = ("def take(balance, amount):\n    if not amount > 0:\n        raise ValueError('not positive')\n"
+          "    return balance - amount\n\n\ndef name(owner):\n    return str(owner).title()\n")
+
+
+async def test_drafts_agree_against_a_raises_check_and_a_builtin_imported_from_the_module_is_ignored(settings):
+    # Both seen on the 1.5B (bank.py): generated tests importing ValueError from the module (every draft not
+    # defining its own ValueError failed at collection), and a pytest.raises the task never asked for.
+    tests = d("""
+        import pytest
+        from acct import take, name, ValueError
+
+        def test_take():
+            assert take(5, 2) == 3
+            with pytest.raises(ValueError):
+                take(5, 0)
+
+        def test_name():
+            assert name("ann") == "Ann"
+            with pytest.raises(KeyError):
+                name("bob")
+        """)
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:tests\]", "replies": [fence(tests)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(ACCT_A), fence(ACCT_B)]}])
+    solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 2, "max_depth": 0}))
+    result, _ = await solve(solver, root(ACCT_TASK))
+    assert result.solved, result.verdict
+    assert "KeyError" not in result.tests and "take(5, 0)" in result.tests
+    assert "from acct import take, name\n" in result.tests
+    assert [n for n in result.trace.notes if "drafts agree" in n][0].startswith(
+        "2 drafts agree against 1 check(s), dropped: with pytest.raises(KeyError):\n    name(\"bob\")")
+
+
+async def test_a_failed_decomposition_with_time_left_is_followed_by_more_direct_attempts(settings):
+    wrong = ACCT_A.replace("owner.title()", "owner.upper()")
+    tests = ("import pytest\nfrom acct import take, name\n\n\ndef test_take():\n    assert take(5, 2) == 3\n\n\n"
+             "def test_name():\n    assert name('ann') == 'Ann'\n")
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:plan\]", "replies": [{"parts": "no"}]},
+        {"match": r"\[rcp:review\]", "replies": [{"reason": "title case is Ann", "wrong": "code"}]},
+        {"match": r"\[rcp:tests\]", "replies": [fence(tests)]},
+        # The first round (a draft and a retry) is wrong; the second round's draft is right.
+        {"match": r"\[rcp:code\]", "replies": [fence(wrong), fence(wrong.replace("upper", "swapcase")),
+                                               fence(ACCT_A)]}])
+    solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"max_retries": 1, "max_depth": 1}))
+    result, events = await solve(solver, root(ACCT_TASK))
+    assert result.solved and result.code.strip() == ACCT_A.strip(), result.verdict
+    assert len(prompts_with(llm, "[rcp:plan]")) == 3
+    assert "decomposition did not succeed; trying directly again with the time left" in result.trace.notes
+    decided = [e.message for e in events if e.kind == EventKind.DECIDED]
+    assert decided[-1] == "direct again: the decomposition did not succeed"
 
 
 async def test_the_draft_most_drafts_agree_with_is_the_one_retried(settings):
