@@ -21,7 +21,7 @@ import re
 import sys
 import textwrap
 import tokenize
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -272,9 +272,9 @@ BUILTIN_EXCEPTIONS = frozenset(name for name, value in vars(builtins).items()
                                if isinstance(value, type) and issubclass(value, BaseException))
 
 
-def clean_module(code: str, module: str) -> str:
+def clean_module(code: str, module: str, keep: Collection[str] = ()) -> str:
     """A generated module without what does not belong in it: self-imports, main blocks, test functions, and
-    classes that shadow a built-in exception."""
+    classes that shadow a built-in exception (unless named in ``keep``: the task asked for that name)."""
     tree = parse(code)
     lines = code.splitlines(keepends=True)
     drop: list[ast.stmt] = []
@@ -287,7 +287,7 @@ def clean_module(code: str, module: str) -> str:
             drop.append(stmt)
         elif isinstance(stmt, ast.Import) and any(a.name == module for a in stmt.names):
             drop.append(stmt)
-        elif isinstance(stmt, ast.ClassDef) and stmt.name in BUILTIN_EXCEPTIONS:
+        elif isinstance(stmt, ast.ClassDef) and stmt.name in BUILTIN_EXCEPTIONS and stmt.name not in keep:
             # Measured on the 1.5B (bank.py, twice): `class ValueError(Exception): pass` in the module, so its
             # "ValueError" was not the one the task's users catch. The built-in is always what was meant.
             drop.append(stmt)
@@ -316,7 +316,7 @@ def normalize_tests(tests: str, module: str, names: Sequence[str] = ()) -> str:
                 stmt.module == module or not _is_known_module(stmt.module or "")):
             # A built-in imported from the module (measured on the 1.5B: `from bank import Bank, ValueError`)
             # makes every correct module fail at collection, and steers the model to define its own ValueError.
-            keep = [a for a in stmt.names if a.name not in BUILTIN_NAMES]
+            keep = [a for a in stmt.names if a.name not in BUILTIN_NAMES or a.name in names]
             if stmt.module != module or len(keep) < len(stmt.names):
                 new = ast.unparse(ast.ImportFrom(module=module, names=keep, level=0)) if keep else ""
         elif isinstance(stmt, ast.Import) and any(not _is_known_module(a.name) and a.name != module

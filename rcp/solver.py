@@ -634,6 +634,10 @@ class Solver:
         """The asserts of the examples the task states: no review or vote ever drops them."""
         return assert_sources(task_examples(t.spec.root_task, t.spec.module))
 
+    def _names(self, t: _Task) -> list[str]:
+        """What the task asks this node to define: its contract's name, or the names the task states."""
+        return [t.spec.contract.name] if t.spec.contract is not None else named_in_task(t.spec.goal)
+
     def _required(self, t: _Task) -> list[str]:
         """What the module must define: the functions, methods and classes a task without contract names."""
         return named_in_task(t.spec.goal) if t.spec.contract is None else []
@@ -787,7 +791,7 @@ class Solver:
         """One code reply made into a module, or None and what to tell the model about its unusable reply."""
         try:
             reply = await self._chat(t, messages, temperature=temperature)
-            return clean_module(prompts.parse_code_reply(reply), t.spec.module), ""
+            return clean_module(prompts.parse_code_reply(reply), t.spec.module, self._names(t)), ""
         except (ModelOutputError, AssemblyError) as e:
             self._event(t, EventKind.ATTEMPT, f"attempt {attempt}: unusable reply: {e}", attempt=attempt)
             return None, f"Your reply could not be used: {e}. Reply with one ```python block."
@@ -1098,7 +1102,8 @@ class Solver:
             try:
                 reply = await self._chat(t, prompts.integrate(spec, code, tests, failure,
                                                               [signature_line(s) for s in signatures]))
-                fix = clean_module(prompts.parse_code_reply(reply), spec.module)
+                fix = clean_module(prompts.parse_code_reply(reply), spec.module,
+                                   [*self._names(t), *(c.name for c in contracts)])
                 code = self._merge_fix(spec, code, fix, prefer_fix=True, contracts=contracts)
             except (ModelOutputError, AssemblyError) as e:
                 t.trace.notes.append(f"integration fix {n}: {e}")
@@ -1129,7 +1134,8 @@ class Solver:
         spec = t.spec
         try:
             reply = await self._chat(t, prompts.glue(spec, code, [signature_line(c.signature) for c in contracts]))
-            glue = clean_module(prompts.parse_code_reply(reply), spec.module)
+            glue = clean_module(prompts.parse_code_reply(reply), spec.module,
+                                [*self._names(t), *(c.name for c in contracts)])
             return self._merge_fix(spec, code, glue, prefer_fix=False, contracts=contracts)
         except (ModelOutputError, AssemblyError) as e:
             t.trace.notes.append(f"glue: {e}")

@@ -209,6 +209,8 @@ def test_clean_module_drops_a_class_shadowing_a_builtin_exception():
     exec(out, scope)
     with pytest.raises(ValueError):  # the built-in one, which the task's users catch
         scope["take"](0)
+    # A task that asks for a class of that name gets it.
+    assert "class ValueError" in clean_module(code, "bank", keep={"ValueError"})
 
 
 def test_clean_module_drops_tests_main_and_self_imports():
