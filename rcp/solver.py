@@ -8,7 +8,8 @@ The loop (issue 5):
 1. **Decide** direct or decompose (schema-constrained, with a reason). At ``MAX_DEPTH`` it executes without
    asking; a contract that is a single function is solved directly and never split, and a task that names at
    most six functions (and one class at most) in backticks is tried directly without asking. Decomposition is
-   *as needed*: a direct attempt that fails its tests through the retry budget is followed by a decomposition.
+   *as needed*: a direct attempt that fails its tests through the retry budget is followed by a decomposition,
+   and a decomposition that does not succeed, with ``AGAIN_SHARE`` of the time left, by another direct attempt.
 2. **Decompose** into 2..``MAX_SUBTASKS`` contracts. A plan is validated (unique identifiers, signatures and tests
    parse, tests use their part) and an invalid plan is asked again with the error, never executed.
 3. **Delegate** the parts concurrently (bounded by a semaphore, under a ``TaskGroup`` so cancelling ``solve``
@@ -27,9 +28,10 @@ The loop (issue 5):
 
 Wrong tests: small models miscompute expected values more often than they miswrite simple code (seen on the 1.5B:
 ``assert word_count('This is a test.') == 3``). Voting: of the drafts, the first sees the tests and the others only
-the task; an assert every distinct working draft fails with the same message (so they agree on one value the test
-does not expect) is dropped without asking the model (at most half the checks), and the draft in the largest
-group of drafts failing the same tests, times tests passed, is the one retried (CodeT's dual agreement). Later,
+the task; an assert (or a ``pytest.raises`` block that did not raise) every distinct working draft fails with the
+same message (so they agree on one value the test does not expect) is dropped without asking the model (at most
+half the checks), and the draft in the largest group of drafts failing the same tests, times tests passed, is the
+one retried (CodeT's dual agreement). Later,
 when the same assert fails the same way for two attempts, a ``[rcp:review]`` call judges it; an assert judged
 wrong is dropped (at most a third of a test file's checks, never all). A parent re-judges any contract check its
 child dropped before accepting the child, and amends the contract only if it agrees.
