@@ -31,10 +31,10 @@ Wrong tests: small models miscompute expected values more often than they miswri
 the task; an assert (or a ``pytest.raises`` block that did not raise) every distinct working draft fails with the
 same message (so they agree on one value the test does not expect) is dropped without asking the model (at most
 half the checks), and the draft in the largest group of drafts failing the same tests, times tests passed, is the
-one retried (CodeT's dual agreement). Later,
-when the same assert fails the same way for two attempts, a ``[rcp:review]`` call judges it; an assert judged
-wrong is dropped (at most a third of a test file's checks, never all). A parent re-judges any contract check its
-child dropped before accepting the child, and amends the contract only if it agrees.
+one retried (CodeT's dual agreement). Later, when the same assert fails the same way for two attempts, a
+``[rcp:review]`` call judges it; an assert judged wrong is dropped (at most a third of a test file's checks, never
+all). A parent re-judges any contract check its child dropped before accepting the child, and amends the contract
+only if it agrees.
 
 Examples the task states (```name(literals) == literal``` in backticks) are the only expected values rcp can
 trust: they join the tests of the leaf and of the child contract they concern, and no review ever drops them.
