@@ -713,21 +713,16 @@ class Solver:
     async def _drafts(self, t: _Task, tests: str,
                       tried: dict[str, tuple[_Candidate, str]]) -> tuple[_Candidate | None, str, str]:
         """The first attempt: ``DRAFTS`` programs, each run against the tests. The first is written with the
-        tests in view, the others from the task alone, so a wrong expected value does not steer them: the second
-        at the usual temperature (on a task's first round, the answer one plain call would give), the rest sampled
-        hotter. Checks that every distinct working draft fails the same way (they agree on a value the test
+        tests in view, the others from the task alone and sampled hotter, so a wrong expected value does not
+        steer them. Checks that every distinct working draft fails the same way (they agree on a value the test
         does not expect) are dropped as wrong tests; then the draft the most drafts agree with wins (CodeT's
         score: drafts failing the same tests times tests passed). Returns it, its failure text and the tests."""
         spec = t.spec
         results: list[_Candidate] = []
         failure = ""
-        plain = t.trace.attempts == 0  # a later round (after a failed split) would only write that draft again
         for n in range(1, self.settings.drafts + 1):
             t.trace.attempts += 1
-            # Measured on the 1.5B: one plain call at the usual temperature solved matrix.py in 34 s; the swarm's
-            # direct attempt (the task-only drafts sampled at 0.7) failed its own tests, and a split used up 600 s.
-            usual = n == 1 or (n == 2 and plain)
-            temperature = None if usual else max(self.llm.temperature, DRAFT_TEMPERATURE)
+            temperature = None if n == 1 else max(self.llm.temperature, DRAFT_TEMPERATURE)
             code, unusable = await self._write(t, n, prompts.code(spec, tests if n == 1 else ""), temperature)
             if code is None:
                 failure = failure or unusable
