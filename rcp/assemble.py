@@ -433,11 +433,14 @@ def _parse_or_empty(text: str) -> ast.Module:
         return ast.Module(body=[], type_ignores=[])
 
 
+def _is_raises_call(node: ast.AST) -> bool:
+    """``pytest.raises(...)``, as a context manager or called with the function (``raises(E, f, x)``)."""
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "raises"
+
+
 def _is_raises_block(node: ast.AST) -> bool:
     """``with pytest.raises(...):`` (the check is that its body raises)."""
-    return isinstance(node, ast.With) and any(
-        isinstance(i.context_expr, ast.Call) and isinstance(i.context_expr.func, ast.Attribute)
-        and i.context_expr.func.attr == "raises" for i in node.items)
+    return isinstance(node, ast.With) and any(_is_raises_call(i.context_expr) for i in node.items)
 
 
 def drop_asserts(tests: str, lines: set[int]) -> str:
@@ -455,9 +458,8 @@ def drop_asserts(tests: str, lines: set[int]) -> str:
             continue
         spans = [(a.lineno, a.end_lineno or a.lineno) for a in hit]
         # Checks outside the cut ones: the remaining asserts, and pytest.raises in any form (``raises(E, f, x)``).
-        kept = [n for n in ast.walk(stmt) if (isinstance(n, ast.Assert) or (
-            isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "raises"))
-            and not any(a <= n.lineno <= b for a, b in spans)]
+        kept = [n for n in ast.walk(stmt) if (isinstance(n, ast.Assert) or _is_raises_call(n))
+                and not any(a <= n.lineno <= b for a, b in spans)]
         if not kept:
             start = min([stmt.lineno] + [d.lineno for d in stmt.decorator_list])
             cut.append((start, stmt.end_lineno or stmt.lineno))
@@ -518,7 +520,7 @@ def count_checks(tests: str) -> int:
     for node in ast.walk(tree):
         if isinstance(node, ast.Assert):
             n += 1
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "raises":
+        elif _is_raises_call(node):
             n += 1
     return n
 

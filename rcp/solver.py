@@ -638,7 +638,7 @@ class Solver:
 
     def _names(self, t: _Task) -> list[str]:
         """What the task asks this node to define: its contract's name, or the names the task states."""
-        return [t.spec.contract.name] if t.spec.contract is not None else named_in_task(t.spec.goal)
+        return [t.spec.contract.name] if t.spec.contract is not None else self._required(t)
 
     def _required(self, t: _Task) -> list[str]:
         """What the module must define: the functions, methods and classes a task without contract names."""
@@ -793,10 +793,15 @@ class Solver:
         """One code reply made into a module, or None and what to tell the model about its unusable reply."""
         try:
             reply = await self._chat(t, messages, temperature=temperature)
-            return clean_module(prompts.parse_code_reply(reply), t.spec.module, self._names(t)), ""
+            return self._module_of(t, reply), ""
         except (ModelOutputError, AssemblyError) as e:
             self._event(t, EventKind.ATTEMPT, f"attempt {attempt}: unusable reply: {e}", attempt=attempt)
             return None, f"Your reply could not be used: {e}. Reply with one ```python block."
+
+    def _module_of(self, t: _Task, reply: str, contracts: Sequence[Contract] = ()) -> str:
+        """The module in a code reply, cleaned; a built-in exception's name is kept if the task or a part has it."""
+        return clean_module(prompts.parse_code_reply(reply), t.spec.module,
+                            [*self._names(t), *(c.name for c in contracts)])
 
     def _signature_problem(self, t: _Task, code: str, attempt: int) -> str:
         """Why ``code`` breaks the contract's signature or lacks what the task names (the failure to show the
@@ -1027,8 +1032,7 @@ class Solver:
         cand, failure = await self._run_tests(t, result.code, c.tests, label, offer=False)
         if cand.solved:
             return None, spec
-        disputed = [f for f in failed_asserts(cand.run.output_tail, f"test_{spec.module}.py", c.tests)
-                    if f.source not in result.tests]
+        disputed = [f for f in self._failed_asserts(t, cand) if f.source not in result.tests]
         if disputed:
             amended, n = await self._dispute(t, c.tests, disputed, max(1, count_checks(c.tests) // 3))
             if n:
@@ -1104,8 +1108,7 @@ class Solver:
             try:
                 reply = await self._chat(t, prompts.integrate(spec, code, tests, failure,
                                                               [signature_line(s) for s in signatures]))
-                fix = clean_module(prompts.parse_code_reply(reply), spec.module,
-                                   [*self._names(t), *(c.name for c in contracts)])
+                fix = self._module_of(t, reply, contracts)
                 code = self._merge_fix(spec, code, fix, prefer_fix=True, contracts=contracts)
             except (ModelOutputError, AssemblyError) as e:
                 t.trace.notes.append(f"integration fix {n}: {e}")
@@ -1136,8 +1139,7 @@ class Solver:
         spec = t.spec
         try:
             reply = await self._chat(t, prompts.glue(spec, code, [signature_line(c.signature) for c in contracts]))
-            glue = clean_module(prompts.parse_code_reply(reply), spec.module,
-                                [*self._names(t), *(c.name for c in contracts)])
+            glue = self._module_of(t, reply, contracts)
             return self._merge_fix(spec, code, glue, prefer_fix=False, contracts=contracts)
         except (ModelOutputError, AssemblyError) as e:
             t.trace.notes.append(f"glue: {e}")
