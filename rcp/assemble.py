@@ -396,6 +396,7 @@ class FailedAssert:
     line: int
     source: str
     message: str
+    crashed: bool = False  # the code raised inside the assert's call, rather than returning another value
 
 
 _ASSERT_FRAME = re.compile(r"^(test_\w+)\.py:(\d+): in \S+\n[ \t]+(assert\b.*|with pytest\.raises\(.*)\n"
@@ -404,8 +405,9 @@ _ASSERT_FRAME = re.compile(r"^(test_\w+)\.py:(\d+): in \S+\n[ \t]+(assert\b.*|wi
 
 def failed_asserts(output: str, test_file: str, tests: str = "") -> list[FailedAssert]:
     """The checks of ``test_file`` that pytest (``--tb=short``) reports as failing, with their messages: asserts,
-    and ``with pytest.raises(...)`` blocks that did not raise (their source is the whole block when ``tests``, the
-    file's text, is given, so that a reader sees the call that was expected to raise)."""
+    ``with pytest.raises(...)`` blocks that did not raise (their source is the whole block when ``tests``, the
+    file's text, is given, so that a reader sees the call that was expected to raise), and, last and marked
+    ``crashed``, asserts whose call raised inside the code."""
     stem = test_file.removesuffix(".py")
     blocks = {n.lineno: n for n in ast.walk(_parse_or_empty(tests)) if _is_raises_block(n)} if tests else {}
     out = []
@@ -414,7 +416,7 @@ def failed_asserts(output: str, test_file: str, tests: str = "") -> list[FailedA
         source = m.group(3).strip()
         wanted = ("Failed: DID NOT RAISE",) if source.startswith("with ") else ("assert", "AssertionError")
         if m.group(1) != stem or not first.startswith(wanted):
-            continue  # an exception raised by the code is the code's problem, never a test to doubt
+            continue  # an exception raised by the code: see _crashes
         message = " ".join(ln[1:].strip() for ln in m.group(4).splitlines()[:3])
         message = re.sub(r" at 0x[0-9a-fA-F]+", "", message)  # object addresses differ on every run
         line = int(m.group(2))
@@ -423,6 +425,32 @@ def failed_asserts(output: str, test_file: str, tests: str = "") -> list[FailedA
             segment = ast.get_source_segment(tests, block, padded=True)
             source = textwrap.dedent(segment).strip() if segment else source
         out.append(FailedAssert(line, source, message))
+    return out + _crashes(output, stem, tests)
+
+
+_SECTION = re.compile(r"^_{3,} \S.* _{3,}$|^=+ short test summary", re.M)
+_FRAME = re.compile(r"^([\w./-]+?)\.py:(\d+): in \S+\n[ \t]+(.*)$", re.M)
+
+
+def _crashes(output: str, stem: str, tests: str) -> list[FailedAssert]:
+    """Asserts of ``stem``.py whose call raised inside the code under test (the next frame is not the test file's),
+    with the message "the call raised <exception>". Measured on the 1.5B (matrix.py): a generated
+    ``assert multiply([[1, 2], [3, 4]], [[1, 2], [3]]) == ...`` feeds a ragged matrix the task never defines, and
+    every draft's IndexError on it kept a right module from passing."""
+    statements = {n.lineno: n for n in ast.walk(_parse_or_empty(tests)) if isinstance(n, ast.Assert)} if tests else {}
+    out = []
+    for section in _SECTION.split(output)[1:]:
+        frames = list(_FRAME.finditer(section))
+        error = re.search(r"^E +(\S.*)$", section, re.M)
+        if len(frames) < 2 or error is None or frames[0].group(1) != stem or frames[1].group(1) == stem:
+            continue
+        source = frames[0].group(3).strip()
+        if not source.startswith("assert"):
+            continue  # a crash in a test's setup line is not a check with an expected value
+        line = int(frames[0].group(2))
+        segment = ast.get_source_segment(tests, statements[line], padded=True) if line in statements else None
+        source = textwrap.dedent(segment).strip() if segment else source
+        out.append(FailedAssert(line, source, f"the call raised {error.group(1).strip()}", crashed=True))
     return out
 
 

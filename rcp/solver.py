@@ -33,8 +33,9 @@ same message (so they agree on one value the test does not expect) is dropped wi
 half the checks), and the draft in the largest group of drafts failing the same tests, times tests passed, is the
 one retried (CodeT's dual agreement). Later, when the same assert fails the same way for two attempts, a
 ``[rcp:review]`` call judges it; an assert judged wrong is dropped (at most a third of a test file's checks, never
-all). A parent re-judges any contract check its child dropped before accepting the child, and amends the contract
-only if it agrees.
+all). That includes an assert whose call raised inside the code the same way twice (a test may feed an input the
+task never defines, as a ragged matrix to ``multiply``); such crashes never count as votes. A parent re-judges any
+contract check its child dropped before accepting the child, and amends the contract only if it agrees.
 
 Examples the task states (```name(literals) == literal``` in backticks) are the only expected values rcp can
 trust: they join the tests of the leaf and of the child contract they concern, and no review ever drops them.
@@ -771,7 +772,9 @@ class Solver:
         working = [c for c in drafts if c.run.passed > 0]
         if len(working) < 2:
             return None
-        failed = [{(f.line, f.source, f.message) for f in self._failed_asserts(t, c)} for c in working]
+        # A crash is no vote: drafts that raise alike agree on no value, and may share a bug (a review may judge it).
+        failed = [{(f.line, f.source, f.message) for f in self._failed_asserts(t, c) if not f.crashed}
+                  for c in working]
         trusted = self._trusted(t)
         agreed = sorted(f for f in set.intersection(*failed) if f[1] not in trusted)
         limit = max(1, count_checks(tests) // 2) - t.dropped

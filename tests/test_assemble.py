@@ -375,14 +375,47 @@ def test_failed_asserts_and_drop_asserts_on_real_pytest_output(tmp_path):
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=short"],
                          cwd=tmp_path, capture_output=True, text=True).stdout
     fails = failed_asserts(out, "test_m.py")
-    # test_g fails by an exception inside the code: never a candidate for "the test is wrong".
-    assert [(f.line, f.source) for f in fails] == [(6, "assert f(2) == 4"), (14, "assert f(0) == 5")]
+    # test_g fails by an exception inside the code: reported last, marked as a crash (never a vote, see the solver).
+    assert [(f.line, f.source, f.crashed) for f in fails] == [
+        (6, "assert f(2) == 4", False), (14, "assert f(0) == 5", False), (10, "assert g(1) == 1", True)]
     assert "assert 3 == 4" in fails[0].message
+    assert fails[2].message == "the call raised ValueError: 1"
     amended = drop_asserts(tests, {6, 14})
     assert "f(2) == 4" not in amended and "f(1) == 2" in amended
     assert "test_only_wrong" not in amended  # left without any check, the test goes
     assert "def test_g" in amended
     ast.parse(amended)
+
+
+def test_failed_asserts_reports_crashes_inside_the_code_only(tmp_path):
+    (tmp_path / "m.py").write_text("def mul(a, b):\n    return helper(a, b)\n\n\n"
+                                   "def helper(a, b):\n    return [a[0][k] * b[k][0] for k in range(len(b))]\n")
+    tests = d("""
+        from m import mul
+
+
+        def test_ragged():
+            assert mul(
+                [[1, 2]], [[1], []]) == [3]
+
+
+        def test_setup_crash():
+            x = mul([[1]], [[1], [2]])
+            assert x == [1]
+
+
+        def test_own_bug():
+            assert undefined_name(1) == 1
+        """)
+    (tmp_path / "test_m.py").write_text(tests)
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=short"],
+                         cwd=tmp_path, capture_output=True, text=True).stdout
+    fails = failed_asserts(out, "test_m.py", tests)
+    # Only the assert whose call raised in m.py: not the setup line, not the test's own NameError.
+    assert [(f.line, f.source, f.message, f.crashed) for f in fails] == [
+        (5, "assert mul(\n    [[1, 2]], [[1], []]) == [3]", "the call raised IndexError: list index out of range",
+         True)]
+    assert failed_asserts(out, "test_m.py")[0].source == "assert mul("  # without the file: the frame's line
 
 
 def test_cap_checks_keeps_the_first_asserts_and_drops_emptied_tests():

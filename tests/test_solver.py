@@ -859,6 +859,36 @@ async def test_reviews_never_drop_more_than_a_third_of_the_checks(settings):
     assert len(prompts_with(llm, "[rcp:code]")) == 4
 
 
+MATMUL_TESTS = ("from solution import multiply\n\n\ndef test_square():\n"
+                "    assert multiply([[1, 2], [3, 4]], [[5, 6], [7, 8]]) == [[19, 22], [43, 50]]\n\n\n"
+                "def test_ragged():\n    assert multiply([[1, 2], [3, 4]], [[1, 2], [3]]) == [[7, 10], [15, 22]]\n\n\n"
+                "def test_one():\n    assert multiply([[2]], [[3]]) == [[6]]\n")
+MATMUL_A = ("def multiply(a, b):\n    return [[sum(a[i][k] * b[k][j] for k in range(len(b)))"
+            " for j in range(len(b[0]))] for i in range(len(a))]\n")
+MATMUL_B = ("def multiply(a, b):\n    out = []\n    for row in a:\n        out.append([sum(row[k] * b[k][j] "
+            "for k in range(len(b))) for j in range(len(b[0]))])\n    return out\n")
+
+
+@pytest.mark.parametrize("verdict", ["test", "code"])
+async def test_a_check_whose_call_crashes_alike_is_no_vote_but_a_review_may_drop_it(settings, verdict):
+    # Seen on the 1.5B (matrix.py): a generated test fed multiply a ragged matrix the task never defines, and the
+    # right drafts all raised IndexError on it.
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:decide\]", "replies": [{"reason": "small", "action": "direct"}]},
+        {"match": r"\[rcp:tests\]", "replies": [fence(MATMUL_TESTS)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(MATMUL_A), fence(MATMUL_B), fence(MATMUL_A)]},
+        {"match": r"\[rcp:review\]", "replies": [{"reason": "b is not a matrix", "wrong": verdict}]}])
+    result, _ = await solve(Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 2,
+                                                                                         "max_depth": 0})),
+                            root("Write multiply(a, b), the product of two matrices."))
+    assert not [n for n in result.trace.notes if "drafts agree" in n]  # the same IndexError is no agreed value
+    reviews = prompts_with(llm, "[rcp:review]")
+    assert len(reviews) == 1 and "the call raised IndexError: list index out of range" in reviews[0]
+    assert "[[1, 2], [3]]" in reviews[0]
+    assert result.solved is (verdict == "test")
+    assert ("test_ragged" in result.tests) is (verdict == "code")
+
+
 VOWELS_2 = "def count_vowels(s):\n    return len([c for c in s.lower() if c in 'aeiou'])\n"
 VOWELS_3 = "def count_vowels(s):\n    n = 0\n    for c in s:\n        if c.lower() in 'aeiou':\n            n += 1\n" \
            "    return n\n"
