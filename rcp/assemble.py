@@ -553,6 +553,31 @@ def count_checks(tests: str) -> int:
     return n
 
 
+def raises_checks(tests: str) -> set[tuple[str, str]]:
+    """(exception, called name) for every ``pytest.raises`` check of a test file: ``with pytest.raises(E):``
+    around ``f(...)`` or ``obj.f(...)``, or ``pytest.raises(E, f, ...)``; a tuple of exceptions gives each."""
+    out: set[tuple[str, str]] = set()
+    for node in ast.walk(_parse_or_empty(tests)):
+        calls: list[ast.AST] = []
+        if _is_raises_block(node):
+            calls = [c.func for stmt in node.body for c in ast.walk(stmt) if isinstance(c, ast.Call)]
+            raises = [i.context_expr for i in node.items if _is_raises_call(i.context_expr)]
+        elif _is_raises_call(node) and len(node.args) > 1:
+            calls, raises = [node.args[1]], [node]
+        else:
+            continue
+        called = {c.id if isinstance(c, ast.Name) else c.attr for c in calls
+                  if isinstance(c, ast.Name | ast.Attribute)}
+        for r in raises:
+            if not r.args:
+                continue
+            first = r.args[0]
+            for e in first.elts if isinstance(first, ast.Tuple) else [first]:
+                name = e.id if isinstance(e, ast.Name) else e.attr if isinstance(e, ast.Attribute) else None
+                out |= {(name, c) for c in called} if name else set()
+    return out
+
+
 def test_names(tests: str) -> list[str]:
     """Names of the top-level test functions and test classes of a test file."""
     try:

@@ -70,6 +70,7 @@ class EventKind(StrEnum):
     PLANNED = "planned"  # a decomposition was validated; message lists the parts
     DELEGATED = "delegated"  # a part was sent to a peer
     FALLBACK = "fallback"  # a peer failed; the part goes elsewhere or is solved locally
+    TESTS = "tests"  # a leaf's tests: being written by the model, then how many checks they have
     ATTEMPT = "attempt"  # code generated for an attempt
     TESTED = "tested"  # a sandbox run finished
     INTEGRATING = "integrating"

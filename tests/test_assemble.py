@@ -418,6 +418,29 @@ def test_failed_asserts_reports_crashes_inside_the_code_only(tmp_path):
     assert failed_asserts(out, "test_m.py")[0].source == "assert mul("  # without the file: the frame's line
 
 
+def test_raises_checks_pairs_each_expected_exception_with_the_calls_that_should_raise_it():
+    from rcp.assemble import raises_checks
+
+    tests = d("""
+        import pytest
+        from m import Shop, div
+
+
+        def test_errors():
+            with pytest.raises(ValueError):
+                div(1, 0)
+            with pytest.raises((KeyError, m.Broke), match="x"):
+                Shop(2).pay(5)
+            pytest.raises(ZeroDivisionError, div, 1, 0)
+            with pytest.raises(ValueError):
+                pass
+            assert div(4, 2) == 2
+        """)
+    assert raises_checks(tests) == {("ValueError", "div"), ("KeyError", "Shop"), ("KeyError", "pay"),
+                                    ("Broke", "Shop"), ("Broke", "pay"), ("ZeroDivisionError", "div")}
+    assert raises_checks("def test_x(:") == set()
+
+
 def test_cap_checks_keeps_the_first_asserts_and_drops_emptied_tests():
     from rcp.assemble import cap_checks, count_checks
 

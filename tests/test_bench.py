@@ -103,15 +103,19 @@ async def test_node_arm_runs_the_solver_and_records_sandbox_runs():
     tests = ("from inventory import Inventory\n\n\ndef test_add():\n    inv = Inventory()\n    inv.add('a', 2)\n"
              "    assert inv.quantity('a') == 2\n    assert inv.low_stock(5) == ['a']\n    inv.remove('a', 2)\n"
              "    assert inv.quantity('a') == 0\n")
+    errors = ("import pytest\nfrom inventory import Inventory\n\n\ndef test_add_zero():\n    with pytest.raises("
+              "ValueError):\n        Inventory().add('a', 0)\n")
     llm = ScriptedLLM(rules=[
         {"match": r"\[rcp:decide\]", "replies": [{"reason": "small", "action": "direct"}]},
+        {"match": r"Errors to check", "replies": [f"```python\n{errors}```"]},
         {"match": r"\[rcp:tests\]", "replies": [f"```python\n{tests}```"]},
         {"match": r"\[rcp:code\]", "replies": [f"```python\n{REF_INVENTORY}```"]},
     ])
     sandbox = FakeSandbox(rule=executes_tests)
     run = await run_node(llm, sandbox, settings, task.text, timeout=60)
     assert run.error == "" and run.rcp_solved is True
-    assert run.llm_calls == 2 and run.tokens > 0 and run.completion_tokens > 0  # tests, code (small: no decide)
+    # tests, checks of the errors the task states, code (a small task: no decide call)
+    assert run.llm_calls == 3 and run.tokens > 0 and run.completion_tokens > 0
     assert len(run.sandbox) == len(sandbox.runs) >= 1
     assert run.extra["decision"] == "direct"
     assert (await grade_composite(LocalPytestSandbox(), task, run.code)).solved

@@ -30,6 +30,7 @@ from rcp.solver import (
     module_name,
     several_classes,
     small_task,
+    stated_errors,
     subtree_calls,
     subtree_tokens,
     test_counts,
@@ -113,7 +114,8 @@ async def test_solved_directly_with_the_direct_script(settings):
         "Write a Python function is_prime(n) with tests"))
     assert result.solved and result.verdict == "solved: 3 tests passed"
     assert result.module == "solution" and "def is_prime" in result.code and "from solution import" in result.tests
-    assert events_of(events, result.task_id) == ["accepted", "decided", "attempt", "tested", "result"]
+    assert events_of(events, result.task_id) == ["accepted", "decided", "tests", "tests", "attempt", "tested",
+                                                  "result"]  # tests being written, then their count
     assert {e.node for e in events} == {"n1"}
     t = result.trace
     assert (t.decision, t.attempts, t.llm_calls, len(t.tests)) == ("direct", 1, 3, 1)
@@ -1075,6 +1077,50 @@ def test_plan_repairs_what_small_models_get_wrong():
     five = {"parts": [{**plan["parts"][1], "name": f"m{i}"} for i in range(5)]}
     with pytest.raises(ValueError, match="at most 4 items"):
         plan_schema(4).model_validate(five)
+
+
+def test_stated_errors_are_read_from_the_bullets_of_a_task():
+    text = d("""\
+        Write a module m.py with an exception class `Broke(Exception)` and a class `Shop`:
+
+        - `__init__(self, size: int)`: `ValueError` if `size < 1`.
+        - `pay(self, n: int) -> int`: raises `Broke` when short, and KeyError (or `ValueError` for n <= 0).
+        - `total(self) -> int`: the sum; never raises an Exception.
+        Every method raises `TypeError` for a str.
+        """)
+    # Per bullet: built-in exceptions and the task's own, in order; __init__ through its class; prose ignored.
+    assert [e[:2] for e in stated_errors(text)] == [
+        ("Shop", "ValueError"), ("pay", "Broke"), ("pay", "KeyError"), ("pay", "ValueError")]
+    assert stated_errors(text)[0][2] == "`__init__(self, size: int)`: `ValueError` if `size < 1`."
+
+
+DIV = "def div(a, b):\n    return a / b\n"
+SAFE_DIV = "def div(a, b):\n    if b == 0:\n        raise ValueError('b is 0')\n    return a / b\n"
+DIV_TASK = "Write a module m.py with:\n\n- `div(a: float, b: float) -> float`: a / b; raises `ValueError` if `b` is 0."
+
+
+@pytest.mark.parametrize("errors_reply, solved", [
+    (fence("import pytest\nfrom m import div\n\ndef test_zero():\n    with pytest.raises(ValueError):\n"
+           "        div(1, 0)\n"), True),
+    ("I cannot write that.", False),  # unusable: the tests stay as they were, noted
+])
+async def test_a_stated_error_no_test_checks_gets_a_check_written(settings, errors_reply, solved):
+    llm = ScriptedLLM(rules=[
+        {"match": r"Errors to check", "replies": [errors_reply]},
+        {"match": r"rcp:tests", "replies": [fence("from m import div\n\ndef test_d():\n    assert div(6, 2) == 3")]},
+        {"match": r"Previous attempt", "replies": [fence(SAFE_DIV)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(DIV)]}])
+    result, events = await solve(Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"max_depth": 0})),
+                                 root(DIV_TASK))
+    errors_prompt = prompts_with(llm, "Errors to check")
+    assert len(errors_prompt) == 1 and "- `div` raises `ValueError`: `div(a: float" in errors_prompt[0]
+    assert result.solved
+    if solved:  # the code without the check of b == 0 failed, and its retry raises
+        assert "pytest.raises(ValueError)" in result.tests and "raise ValueError" in result.code
+        assert "writing checks of 1 stated error(s): div raises ValueError" in [e.message for e in events]
+    else:  # the plain division passed the tests there are
+        assert "raises" not in result.tests and result.code == DIV
+        assert any(n.startswith("error tests:") for n in result.trace.notes)
 
 
 @pytest.mark.parametrize("text, why", [
