@@ -433,23 +433,28 @@ _FRAME = re.compile(r"^([\w./-]+?)\.py:(\d+): in \S+\n[ \t]+(.*)$", re.M)
 
 
 def _crashes(output: str, stem: str, tests: str) -> list[FailedAssert]:
-    """Asserts of ``stem``.py whose call raised inside the code under test (the next frame is not the test file's),
+    """Checks of ``stem``.py whose call raised inside the code under test (the next frame is not the test file's):
+    asserts, and ``pytest.raises`` blocks that got another exception (both found only when ``tests`` is given),
     with the message "the call raised <exception>". Measured on the 1.5B (matrix.py): a generated
     ``assert multiply([[1, 2], [3, 4]], [[1, 2], [3]]) == ...`` feeds a ragged matrix the task never defines, and
     every draft's IndexError on it kept a right module from passing."""
-    statements = {n.lineno: n for n in ast.walk(_parse_or_empty(tests)) if isinstance(n, ast.Assert)} if tests else {}
+    checks = [n for n in ast.walk(_parse_or_empty(tests)) if isinstance(n, ast.Assert) or _is_raises_block(n)]
     out = []
     for section in _SECTION.split(output)[1:]:
         frames = list(_FRAME.finditer(section))
         error = re.search(r"^E +(\S.*)$", section, re.M)
         if len(frames) < 2 or error is None or frames[0].group(1) != stem or frames[1].group(1) == stem:
             continue
-        source = frames[0].group(3).strip()
-        if not source.startswith("assert"):
+        line, source = int(frames[0].group(2)), frames[0].group(3).strip()
+        # pytest names the line of the call: it may be inside an assert spanning several lines, or in the body of
+        # a `with pytest.raises(E):` that got another exception.
+        inside = [c for c in checks if c.lineno <= line <= (c.end_lineno or c.lineno)]
+        if inside:
+            node = max(inside, key=lambda c: c.lineno)
+            line = node.lineno
+            source = textwrap.dedent(ast.get_source_segment(tests, node, padded=True) or source).strip()
+        if not source.startswith(("assert", "with pytest.raises(")):
             continue  # a crash in a test's setup line is not a check with an expected value
-        line = int(frames[0].group(2))
-        segment = ast.get_source_segment(tests, statements[line], padded=True) if line in statements else None
-        source = textwrap.dedent(segment).strip() if segment else source
         out.append(FailedAssert(line, source, f"the call raised {error.group(1).strip()}", crashed=True))
     return out
 

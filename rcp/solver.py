@@ -675,22 +675,17 @@ class Solver:
             gen = split_tests(gen, used)[0]
         return gen, used
 
-    def _stated_errors(self, t: _Task) -> list[tuple[str, str, str]]:
-        """(name, exception, where the task says so) for each error the task or a function contract states."""
-        c = t.spec.contract
-        if c is None:
-            return stated_errors(t.spec.goal)
-        if c.kind != "function":
-            return []
-        return [(c.name, exc, c.behaviour.strip()) for exc in _exceptions_in(c.behaviour)]
-
     async def _error_checks(self, t: _Task, tests: str) -> str:
-        """``tests`` plus a ``pytest.raises`` check of each stated error they do not check yet, written in one
+        """A task's ``tests`` plus a ``pytest.raises`` check of each stated error they do not check yet, written in one
         LLM call (``tests`` as they are if its reply is unusable). Measured on the 1.5B, 5 of the swarm's 14 failed
         hidden tests on 8 module tasks were stated errors its own tests never checked (inventory's
         ``remove(x, 0)``, calc's mismatched parentheses): such code was "solved" or retried for nothing."""
+        if t.spec.contract is not None:
+            # A part's tests are its parent's and its time is short (measured on the 1.5B: matrix.py's 4 parts got
+            # 204 s each, and a written `identity(1.5)` check expecting ValueError cost one its result).
+            return tests
         checked = raises_checks(tests)
-        missing = [e for e in self._stated_errors(t) if (e[1], e[0]) not in checked]
+        missing = [e for e in stated_errors(t.spec.goal) if (e[1], e[0]) not in checked]
         if not missing:
             return tests
         spec = t.spec

@@ -341,10 +341,12 @@ def test_a_raises_block_that_did_not_raise_is_a_check_to_doubt_and_to_drop(tmp_p
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=short"],
                          cwd=tmp_path, capture_output=True, text=True).stdout
     fails = failed_asserts(out, "test_m.py", tests)
-    # g raising the wrong exception is the code's error, not a check to doubt.
-    assert [(f.line, f.source) for f in fails] == [
-        (6, "with pytest.raises(KeyError):\n    f(1)"),
-        (12, "with pytest.raises(ValueError):\n    f(\n        3,\n    )")]
+    # g raising another exception is a crash: reported last, marked, with what it raised.
+    assert [(f.line, f.source, f.crashed) for f in fails] == [
+        (6, "with pytest.raises(KeyError):\n    f(1)", False),
+        (12, "with pytest.raises(ValueError):\n    f(\n        3,\n    )", False),
+        (19, "with pytest.raises(ValueError):\n    g(1)", True)]
+    assert fails[2].message == "the call raised KeyError: 1"
     assert fails[0].message.startswith("Failed: DID NOT RAISE") and "KeyError" in fails[0].message
     assert failed_asserts(out, "test_m.py")[0].source == "with pytest.raises(KeyError):"  # without the file
     amended = drop_asserts(tests, {6, 12})
@@ -391,12 +393,23 @@ def test_failed_asserts_reports_crashes_inside_the_code_only(tmp_path):
     (tmp_path / "m.py").write_text("def mul(a, b):\n    return helper(a, b)\n\n\n"
                                    "def helper(a, b):\n    return [a[0][k] * b[k][0] for k in range(len(b))]\n")
     tests = d("""
+        import pytest
         from m import mul
 
 
         def test_ragged():
             assert mul(
                 [[1, 2]], [[1], []]) == [3]
+
+
+        def test_ragged_call_on_a_later_line():
+            assert [3] == (
+                mul([[1, 2]], [[1], []]))
+
+
+        def test_other_error():
+            with pytest.raises(ValueError):
+                mul([[1]], [[]])
 
 
         def test_setup_crash():
@@ -411,11 +424,17 @@ def test_failed_asserts_reports_crashes_inside_the_code_only(tmp_path):
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=short"],
                          cwd=tmp_path, capture_output=True, text=True).stdout
     fails = failed_asserts(out, "test_m.py", tests)
-    # Only the assert whose call raised in m.py: not the setup line, not the test's own NameError.
+    # Only checks whose call raised in m.py: not the setup line, not the test's own NameError.
+    # pytest shows the line of the call (3.11): the check is the assert or raises block around it.
     assert [(f.line, f.source, f.message, f.crashed) for f in fails] == [
-        (5, "assert mul(\n    [[1, 2]], [[1], []]) == [3]", "the call raised IndexError: list index out of range",
-         True)]
+        (6, "assert mul(\n    [[1, 2]], [[1], []]) == [3]", "the call raised IndexError: list index out of range",
+         True),
+        (11, "assert [3] == (\n    mul([[1, 2]], [[1], []]))", "the call raised IndexError: list index out of range",
+         True),
+        (16, "with pytest.raises(ValueError):\n    mul([[1]], [[]])", "the call raised IndexError: list index out of "
+         "range", True)]
     assert failed_asserts(out, "test_m.py")[0].source == "assert mul("  # without the file: the frame's line
+    assert len(failed_asserts(out, "test_m.py")) == 1  # ... and the second cannot be told from a setup line
 
 
 def test_raises_checks_pairs_each_expected_exception_with_the_calls_that_should_raise_it():
