@@ -396,7 +396,7 @@ class FailedAssert:
     line: int
     source: str
     message: str
-    crashed: bool = False  # the code raised inside the assert's call, rather than returning another value
+    crashed: bool = False  # the code raised inside the check's call (another value or exception was not returned)
 
 
 _ASSERT_FRAME = re.compile(r"^(test_\w+)\.py:(\d+): in \S+\n[ \t]+(assert\b.*|with pytest\.raises\(.*)\n"
@@ -407,7 +407,7 @@ def failed_asserts(output: str, test_file: str, tests: str = "") -> list[FailedA
     """The checks of ``test_file`` that pytest (``--tb=short``) reports as failing, with their messages: asserts,
     ``with pytest.raises(...)`` blocks that did not raise (their source is the whole block when ``tests``, the
     file's text, is given, so that a reader sees the call that was expected to raise), and, last and marked
-    ``crashed``, asserts whose call raised inside the code."""
+    ``crashed``, checks whose call raised inside the code (see ``_crashes``)."""
     stem = test_file.removesuffix(".py")
     blocks = {n.lineno: n for n in ast.walk(_parse_or_empty(tests)) if _is_raises_block(n)} if tests else {}
     out = []

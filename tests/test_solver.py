@@ -891,6 +891,31 @@ async def test_a_check_whose_call_crashes_alike_is_no_vote_but_a_review_may_drop
     assert ("test_ragged" in result.tests) is (verdict == "code")
 
 
+FG_TASK = "Write a module fg.py with `f(x: int) -> int` (returns x) and `g(x: int) -> int` (returns 2 * x)."
+FG = ["def f(x):\n    return x\n\n\ndef g(x):\n    return 2 * x\n",
+      "def f(x):\n    return x + 0\n\n\ndef g(x):\n    return x * 2\n"]
+
+
+@pytest.mark.parametrize("other_g_check", [False, True])
+async def test_no_vote_or_review_drops_the_last_check_of_a_function_the_task_names(settings, other_g_check):
+    tests = "from fg import f, g\n\n\ndef test_f():\n    assert f(1) == 1\n\n\ndef test_g():\n    assert g(2) == 5\n"
+    if other_g_check:
+        tests += "\n\ndef test_g_one():\n    assert g(1) == 2\n"
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:tests\]", "replies": [fence(tests)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(c) for c in FG]},
+        {"match": r"\[rcp:review\]", "replies": [{"reason": "2 * 2 is 4", "wrong": "test"}]}])
+    result, _ = await solve(Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 2,
+                                                                                         "max_depth": 0})),
+                            root(FG_TASK))
+    # Both drafts agree g(2) is 4. With another check of g the wrong one goes; as g's only check it stays, so the
+    # module is not claimed solved on a test of f alone, and no review is asked to drop it either.
+    assert result.solved is other_g_check
+    assert ("g(2) == 5" in result.tests) is not other_g_check
+    assert not prompts_with(llm, "[rcp:review]")
+    assert ("kept 1 doubted check(s): the only ones of g" in result.trace.notes) is not other_g_check
+
+
 VOWELS_2 = "def count_vowels(s):\n    return len([c for c in s.lower() if c in 'aeiou'])\n"
 VOWELS_3 = "def count_vowels(s):\n    n = 0\n    for c in s:\n        if c.lower() in 'aeiou':\n            n += 1\n" \
            "    return n\n"
