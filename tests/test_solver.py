@@ -916,6 +916,20 @@ async def test_no_vote_or_review_drops_the_last_check_of_a_function_the_task_nam
     assert ("kept 1 doubted check(s): the only ones of g" in result.trace.notes) is not other_g_check
 
 
+async def test_passing_tests_that_never_use_a_named_function_are_no_solution(settings):
+    # Measured on the 1.5B (intervals.py): asked twice, the model tested only merge, and the module was "solved".
+    only_f = "from fg import f\n\n\ndef test_f():\n    assert f(1) == 1\n"
+    llm = ScriptedLLM(rules=[{"match": r"\[rcp:tests\]", "replies": [fence(only_f)]},
+                             {"match": r"\[rcp:code\]", "replies": [fence(FG[0])]}])
+    result, _ = await solve(Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"max_depth": 0})),
+                            root(FG_TASK))
+    assert not result.solved and result.code == FG[0]
+    assert result.verdict == ("not solved: no attempt was tested on everything the task names; the best code passed "
+                              "its 1 tests, which never use g")
+    # No retry of code that passes: the tests, not the code, are what is missing.
+    assert len(prompts_with(llm, "[rcp:code]")) == 1 and len(prompts_with(llm, "[rcp:tests]")) == 2
+
+
 VOWELS_2 = "def count_vowels(s):\n    return len([c for c in s.lower() if c in 'aeiou'])\n"
 VOWELS_3 = "def count_vowels(s):\n    n = 0\n    for c in s:\n        if c.lower() in 'aeiou':\n            n += 1\n" \
            "    return n\n"
