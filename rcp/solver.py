@@ -205,6 +205,11 @@ def stated_errors(text: str) -> list[tuple[str, str, str]]:
     return out
 
 
+def unused_names(names: Sequence[str], tests: str) -> list[str]:
+    """The ``names`` the test file never uses (dunder methods, as ``__init__``, are used through their class)."""
+    return [n for n in names if not n.startswith("__") and not references(tests, n)]
+
+
 def all_definitions(code: str) -> set[str]:
     """Every function, method and class name ``code`` defines, at any depth (nothing if it does not parse)."""
     try:
@@ -667,7 +672,7 @@ class Solver:
                 if count_checks(gen) == 0:
                     raise ModelOutputError("the tests have no assert")
                 merged = merge_tests([Piece("contract", base), Piece("generated", gen)], spec.module).code
-                untested = [n for n in self._required(t) if not n.startswith("__") and not references(merged, n)]
+                untested = unused_names(self._required(t), merged)
                 if untested:
                     # Measured on the 1.5B: one test for a module of four functions, "solved", and the module
                     # lacked a function the task named. Asked again; kept if the asks run out.
@@ -919,11 +924,11 @@ class Solver:
 
     def _droppable(self, t: _Task, tests: str, fails: list[FailedAssert]) -> list[FailedAssert]:
         """``fails`` less the checks of a function or method the task names that dropping them all would leave
-        untested. Measured on the 1.5B (intervals.py): votes left one test of four functions, and the module was
-        "solved" with a wrong ``gaps``."""
-        names = [n for n in self._names(t) if not n.startswith("__") and references(tests, n)]
+        untested: a module must not pass as solved on tests that no longer use all it names (see _run_tests)."""
+        names = self._names(t)
         amended = drop_asserts(tests, {f.line for f in fails}) if fails else tests
-        lost = [n for n in names if not references(amended, n)]
+        used = set(names) - set(unused_names(names, tests))
+        lost = [n for n in unused_names(names, amended) if n in used]
         kept = [f for f in fails if not any(re.search(rf"\b{re.escape(n)}\b", f.source) for n in lost)]
         if len(kept) < len(fails):
             t.trace.notes.append(f"kept {len(fails) - len(kept)} doubted check(s): the only ones of "
@@ -972,7 +977,7 @@ class Solver:
         t.trace.tests.append(run)
         cand = _Candidate(code=code, tests=tests, run=run, failing=frozenset(failing_tests(report)))
         if offer:  # a result of this task: the tests must use everything it names (not so a part's contract tests)
-            cand.untested = tuple(n for n in self._required(t) if not n.startswith("__") and not references(tests, n))
+            cand.untested = tuple(unused_names(self._required(t), tests))
             t.offer(cand)
         failure = "" if cand.passed_all else failure_text(report)
         verdict = "passed" if cand.passed_all else "failed"
