@@ -21,6 +21,7 @@ import re
 import sys
 import textwrap
 import tokenize
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -561,7 +562,12 @@ def count_checks(tests: str) -> int:
 def raises_checks(tests: str) -> set[tuple[str, str]]:
     """(exception, called name) for every ``pytest.raises`` check of a test file: ``with pytest.raises(E):``
     around ``f(...)`` or ``obj.f(...)``, or ``pytest.raises(E, f, ...)``; a tuple of exceptions gives each."""
-    out: set[tuple[str, str]] = set()
+    return set(raises_counts(tests))
+
+
+def raises_counts(tests: str) -> Counter[tuple[str, str]]:
+    """How many ``pytest.raises`` checks a test file has of each (exception, called name) (see raises_checks)."""
+    out: Counter[tuple[str, str]] = Counter()
     for node in ast.walk(_parse_or_empty(tests)):
         calls: list[ast.AST] = []
         if _is_raises_block(node):
@@ -579,7 +585,8 @@ def raises_checks(tests: str) -> set[tuple[str, str]]:
             first = r.args[0]
             for e in first.elts if isinstance(first, ast.Tuple) else [first]:
                 name = e.id if isinstance(e, ast.Name) else e.attr if isinstance(e, ast.Attribute) else None
-                out |= {(name, c) for c in called} if name else set()
+                if name:
+                    out.update((name, c) for c in called)
     return out
 
 
@@ -639,6 +646,22 @@ def split_tests(tests: str, names: set[str]) -> tuple[str, str]:
         return "\n\n".join(p.rstrip() for p in parts) + "\n" if test_names("".join(parts)) else ""
 
     return join(alone), join(using)
+
+
+def raises_only(tests: str) -> str:
+    """The tests of ``tests`` whose only checks are ``pytest.raises`` blocks, with the file's imports and helpers
+    ("" when there are none, or the file does not parse). They expect no computed value, only an error."""
+    tree = _parse_or_empty(tests)
+    lines = tests.splitlines(keepends=True)
+    kept: list[str] = []
+    for stmt in tree.body:
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) \
+                and stmt.name.lower().startswith("test"):
+            nodes = list(ast.walk(stmt))
+            if not any(_is_raises_block(n) for n in nodes) or any(isinstance(n, ast.Assert) for n in nodes):
+                continue
+        kept.append(_segment(lines, stmt))
+    return "\n\n".join(k.rstrip() for k in kept) + "\n" if test_names("".join(kept)) else ""
 
 
 # --- signatures ---------------------------------------------------------------------------------------------
@@ -804,7 +827,8 @@ _DOCTEST = re.compile(r"^[ \t]*>>>[ \t]*(\S[^\n]*)\n[ \t]*(?!>>>)(\S[^\n]*)$", r
 
 
 def task_examples(text: str, module: str, only: str | None = None) -> str:
-    """A test file of the examples a task states as ``name(literals) == literal`` in backticks, else "".
+    """A test file of the examples a task states, else "": ``name(literals) == literal`` in backticks, and the
+    inputs a bullet says are errors (see ``_error_examples``).
 
     The user wrote these, so they are the one kind of expected value rcp can trust (a review never drops them).
     Only calls of a plain name with literal arguments compared to a literal qualify; ``only`` keeps the examples of
@@ -829,24 +853,114 @@ def task_examples(text: str, module: str, only: str | None = None) -> str:
         call, want = expr.left, expr.comparators[0]
         if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)) or (only and call.func.id != only):
             continue
-        try:
-            for node in [*call.args, *(k.value for k in call.keywords), want]:
-                ast.literal_eval(node)
-        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        if not all(_is_literal(node) for node in [*call.args, *(k.value for k in call.keywords), want]):
             continue
         line = f"assert {ast.unparse(expr)}"
         if line not in asserts:
             asserts.append(line)
             names.append(call.func.id)
-    if not asserts:
+    errors = [e for e in _error_examples(text) if not only or e[1] == only]
+    if not asserts and not errors:
         return ""
-    body = "\n".join(f"    {a}" for a in asserts)
-    return f"from {module} import {', '.join(dict.fromkeys(names))}\n\n\ndef test_examples_from_the_task():\n{body}\n"
+    body = [f"    {a}" for a in asserts]
+    body += [f"    with pytest.raises({exc}):\n        {call}" for exc, _, call in errors]
+    names += [name for _, name, _ in errors]
+    head = "import pytest\n" if errors else ""
+    return (f"{head}from {module} import {', '.join(dict.fromkeys(names))}\n\n\n"
+            f"def test_examples_from_the_task():\n" + "\n".join(body) + "\n")
+
+
+def _is_literal(node: ast.AST) -> bool:
+    try:
+        ast.literal_eval(node)
+        return True
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+
+
+_BULLET = re.compile(r"\s*[-*]\s+`(?:def\s+)?([A-Za-z_]\w*)\s*\(([^`]*?)\)[^`]*`(.*)$")
+
+
+def clauses(text: str) -> list[str]:
+    """The sentences and ``;``-clauses of a text, split only outside backticks and never after "e.g." or "i.e."."""
+    parts, current = [], ""
+    for i, segment in enumerate(re.split(r"(`[^`]*`)", text)):
+        if i % 2:
+            current += segment
+            continue
+        pieces = re.split(r"(?<!e\.g\.)(?<!i\.e\.)(?:(?<=\.)|(?<=;))\s+", segment)
+        current += pieces[0]
+        for piece in pieces[1:]:
+            parts.append(current)
+            current = piece
+    parts.append(current)
+    return [p.strip().rstrip(";").strip() for p in parts if re.search(r"\w", p)]
+
+
+def task_bullets(text: str) -> list[tuple[str, list[str], str]]:
+    """(name, parameters, description) of each bullet of a task that starts with a signature in backticks, as
+    ``- `to_roman(n: int) -> str`: the canonical numeral ...`` (``self`` is a parameter of a method)."""
+    out = []
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if (m := _BULLET.match(line)) is None:
+            continue
+        description = [m[3]]
+        for more in lines[i + 1:]:  # a continuation line is indented and starts no bullet of its own
+            if not more.startswith((" ", "\t")) or re.match(r"\s*[-*]\s", more) or not more.strip():
+                break
+            description.append(more.strip())
+        out.append((m[1], [p.strip() for p in _split_top(m[2]) if p.strip()], " ".join(description).lstrip(": ")))
+    return out
+
+
+def _split_top(params: str) -> list[str]:
+    """A parameter list split at its top-level commas (``a: dict[str, int], b`` is two)."""
+    out, depth, current = [], 0, ""
+    for ch in params:
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if ch == "," and depth == 0:
+            out.append(current)
+            current = ""
+        else:
+            current += ch
+    return [*out, current]
+
+
+def _error_examples(text: str) -> list[tuple[str, str, str]]:
+    """(exception, name, call source) for each input a bullet of a one-parameter function says is an error, as
+    ``- `from_roman(s: str) -> int`: ... Raises `ValueError` for anything that is not a canonical numeral, e.g.
+    `""`, `"IIII"`.`` (the exception named before "e.g."/"such as" in the same clause, literal inputs only).
+    Methods are left out: their call needs an object in a state the task does not give."""
+    out = []
+    for name, params, description in task_bullets(text):
+        if len(params) != 1 or params[0].split(":")[0].strip() in ("self", "cls") or params[0].startswith("*"):
+            continue
+        for clause in clauses(description):
+            m = re.search(r"\b(?:e\.g\.|such as)", clause)
+            if m is None:
+                continue
+            raised = [e for e in re.findall(r"`([A-Z]\w*)`", clause[:m.start()])
+                      if e in BUILTIN_EXCEPTIONS or e.endswith(("Error", "Exception"))]
+            if len(set(raised)) != 1:
+                continue
+            for span in _BACKTICKED.findall(clause[m.end():]):
+                try:
+                    node = ast.parse(span.strip(), mode="eval").body
+                except SyntaxError:
+                    continue
+                if _is_literal(node):
+                    out.append((raised[0], name, f"{name}({ast.unparse(node)})"))
+    return out
 
 
 def assert_sources(tests: str) -> set[str]:
-    """The source lines of the asserts in ``tests``, as pytest shows a failing one."""
-    return {ln.strip() for ln in tests.splitlines() if ln.strip().startswith("assert ")}
+    """The source lines of the asserts in ``tests``, as pytest shows a failing one, and the source of each
+    ``with pytest.raises`` block, as ``failed_asserts`` gives it."""
+    blocks = {textwrap.dedent(ast.get_source_segment(tests, n, padded=True) or "").strip()
+              for n in ast.walk(_parse_or_empty(tests)) if _is_raises_block(n)}
+    return {ln.strip() for ln in tests.splitlines() if ln.strip().startswith("assert ")} | blocks - {""}
 
 
 def code_key(code: str) -> str:

@@ -196,14 +196,15 @@ def tests(spec: TaskSpec, existing: str = "", *, error: str = "") -> list[ChatMe
     return [ChatMessage(role="system", content=system), ChatMessage(role="user", content=_join(*blocks))]
 
 
-def error_tests(spec: TaskSpec, missing: Sequence[tuple[str, str, str]]) -> list[ChatMessage]:
-    """Ask for one ``pytest.raises`` check per error the task states that no test checks yet: (name, exception,
-    the sentence that states it)."""
+def error_tests(spec: TaskSpec, missing: Sequence[tuple[str, str, str, int]]) -> list[ChatMessage]:
+    """Ask for one ``pytest.raises`` check per case of an error the task states that the tests do not check yet:
+    (name, exception, the sentence that states it, how many cases it states)."""
     system = (f"{TAG_TESTS} You write pytest checks that code raises the errors its task states. Reply with one "
               f"```python block: `import pytest`, `from {spec.module} import ...`, then one short test function per "
-              "error listed, each calling the code, with arguments the task says are wrong, inside "
+              "error case listed, each calling the code, with arguments the task says are wrong, inside "
               "`with pytest.raises(...)`. No fixtures, no mocks, no printing.")
-    wanted = "\n".join(f"- `{name}` raises `{exc}`: {clip(text, 300)}" for name, exc, text in missing)
+    wanted = "\n".join(f"- `{name}` raises `{exc}`" + (f", {cases} cases, one test each" if cases > 1 else "") +
+                       f": {clip(text, 300)}" for name, exc, text, cases in missing)
     return [ChatMessage(role="system", content=system),
             ChatMessage(role="user", content=_join(_task(spec), _context(spec), f"Module: {spec.module}.py",
                                                    f"Errors to check, one test each:\n{wanted}",

@@ -492,6 +492,73 @@ def test_task_examples_keep_literal_calls_compared_to_literals():
     ns["test_examples_from_the_task"]()
 
 
+def test_task_examples_include_the_inputs_a_bullet_says_are_errors():
+    from rcp.assemble import raises_counts
+
+    task = d("""\
+        Write romans.py:
+
+        - `from_roman(s: str) -> int`: the value. Raises `ValueError` for a non-canonical numeral, e.g. `""`,
+          `"IIII"` or `x`; `from_roman("X") == 10`.
+        - `parse(s: str)`: raises `KeyError` or `ValueError` for bad input, e.g. `"?"`.
+        - `pair(a, b)`: raises `ValueError` for equal ones, e.g. `1`.
+        - `get(self, key)`: raises `KeyError` for an unknown key, e.g. `"nope"`.
+        """)
+    tests = task_examples(task, "romans")
+    # One-parameter functions, one exception named before "e.g.", literal inputs only (`x` is a name); a bullet's
+    # value examples still count.
+    assert tests.startswith("import pytest\nfrom romans import from_roman\n")
+    assert raises_counts(tests) == {("ValueError", "from_roman"): 2}
+    sources = assert_sources(tests)
+    assert sources == {"assert from_roman('X') == 10", "with pytest.raises(ValueError):\n    from_roman('')",
+                       "with pytest.raises(ValueError):\n    from_roman('IIII')"}
+    # The source is the one pytest's failure gives (so a vote or review can tell the check is the task's own).
+    out = ("____ test_examples_from_the_task ____\ntest_romans.py:7: in test_examples_from_the_task\n"
+           "    with pytest.raises(ValueError):\nE   Failed: DID NOT RAISE <class 'ValueError'>\n")
+    assert {f.source for f in failed_asserts(out, "test_romans.py", tests)} <= sources
+    assert task_examples(task, "romans", only="parse") == ""
+
+
+def test_raises_only_keeps_the_tests_that_expect_nothing_but_errors():
+    from rcp.assemble import raises_only
+
+    tests = d("""\
+        import pytest
+        from m import div, Shop
+
+
+        def make():
+            return Shop(2)
+
+
+        def test_zero():
+            s = make()
+            with pytest.raises(ValueError):
+                s.pay(0)
+
+
+        def test_mixed():
+            assert div(4, 2) == 2
+            with pytest.raises(ZeroDivisionError):
+                div(1, 0)
+
+
+        def test_value():
+            assert div(6, 2) == 3
+        """)
+    kept = raises_only(tests)
+    assert "def make" in kept and "def test_zero" in kept and "import pytest" in kept
+    assert "test_mixed" not in kept and "test_value" not in kept
+    assert raises_only("from m import f\n\ndef test_v():\n    assert f() == 1\n") == ""
+
+
+def test_clauses_split_sentences_outside_backticks():
+    from rcp.assemble import clauses
+
+    assert clauses("the product; `ValueError` if `a.b` differs. Sorted, e.g. `f(1.5) == 2`. Done") == [
+        "the product", "`ValueError` if `a.b` differs.", "Sorted, e.g. `f(1.5) == 2`.", "Done"]
+
+
 def test_task_examples_read_a_pasted_docstring():
     """HumanEval's prompts state examples as doctests and as ``f(x) ➞ y`` lines; prose outside a listing is not
     read that way."""

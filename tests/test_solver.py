@@ -25,6 +25,7 @@ from rcp.settings import load_settings
 from rcp.solver import (
     PlanError,
     Solver,
+    error_cases,
     failing_tests,
     failure_text,
     module_name,
@@ -1160,6 +1161,101 @@ async def test_a_stated_error_no_test_checks_gets_a_check_written(settings, erro
     else:  # the plain division passed the tests there are
         assert "raises" not in result.tests and result.code == DIV
         assert any(n.startswith("error tests:") for n in result.trace.notes)
+
+
+@pytest.mark.parametrize("line, exception, cases", [
+    ("- `remove(self, name, qty)`: Raises `KeyError` if `name` is unknown, and `ValueError` if `qty` is not "
+     "positive or is more than the units in stock (the stock is then left unchanged).", "ValueError", 2),
+    ("- `remove(self, name, qty)`: Raises `KeyError` if `name` is unknown, and `ValueError` if `qty` is not "
+     "positive or is more than the units in stock.", "KeyError", 1),
+    ("- `shorten(self, url)`: new code. `ValueError` if `url` does not start with `http://` or `https://`.",
+     "ValueError", 1),
+    ("- `eval_rpn(t)`: `ValueError` when the list is not valid (too few operands, or operands left over).",
+     "ValueError", 1),
+    ("- `parse_date(s)`: raises `ValueError` for any other format or an impossible date such as `\"2023-02-30\"`.",
+     "ValueError", 2),
+    ("- `f(x)`: raises ValueError if x or y is negative, or z is 0; sorted or not.", "ValueError", 3),
+])
+def test_error_cases_count_the_conditions_a_stated_error_joins_with_or(line, exception, cases):
+    assert error_cases(line, exception) == cases
+
+
+STOCK_TASK = ("Write a module m.py with:\n\n- `take(stock: int, n: int) -> int`: the stock left; raises `ValueError` "
+              "if `n` is not positive or is more than `stock`.")
+TAKE = "def take(stock, n):\n    if n > stock:\n        raise ValueError('too many')\n    return stock - n\n"
+SAFE_TAKE = TAKE.replace("if n > stock:", "if n <= 0 or n > stock:")
+
+
+async def test_each_case_of_a_stated_error_gets_a_check(settings):
+    """Measured on the 1.5B (inventory.py): one ValueError check of `remove` (too many units), none of 0 units, and
+    a `remove` that accepted 0 was "solved"."""
+    one_case = ("import pytest\nfrom m import take\n\ndef test_t():\n    assert take(5, 2) == 3\n\n"
+                "def test_many():\n    with pytest.raises(ValueError):\n        take(1, 2)\n")
+    llm = ScriptedLLM(rules=[
+        {"match": r"Errors to check", "replies": [fence("import pytest\nfrom m import take\n\ndef test_zero():\n"
+                                                        "    with pytest.raises(ValueError):\n        take(5, 0)\n")]},
+        {"match": r"rcp:tests", "replies": [fence(one_case)]},
+        {"match": r"Previous attempt", "replies": [fence(SAFE_TAKE)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(TAKE)]}])
+    result, events = await solve(Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"max_depth": 0})),
+                                 root(STOCK_TASK))
+    asked = prompts_with(llm, "Errors to check")
+    assert "- `take` raises `ValueError`, 2 cases, one test each: `take(stock" in asked[0]
+    assert "writing checks of 1 stated error(s): take raises ValueError (2 cases)" in [e.message for e in events]
+    assert result.solved and "take(5, 0)" in result.tests and result.code.strip() == SAFE_TAKE.strip()
+
+
+async def test_inputs_the_task_says_are_errors_are_checks_no_vote_drops(settings):
+    task = ("Write a module m.py with:\n\n- `num(s: str) -> int`: the digits of `s` as an int; raises `ValueError` "
+            "for anything else, e.g. `\"x\"`.")
+    lenient = "def num(s):\n    return int(s) if s.isdigit() else 0\n"
+    lenient_2 = "def num(s):\n    if s.isdigit():\n        return int(s)\n    return 0\n"
+    strict = "def num(s):\n    if not s.isdigit():\n        raise ValueError(s)\n    return int(s)\n"
+    llm = ScriptedLLM(rules=[
+        {"match": r"rcp:tests", "replies": [fence("from m import num\n\ndef test_n():\n    assert num('1') == 1\n")]},
+        {"match": r"\[rcp:review\]", "replies": [{"reason": "x is no number", "wrong": "test"}]},
+        {"match": r"Previous attempt", "replies": [fence(strict)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(lenient), fence(lenient_2)]}])
+    solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 2, "max_depth": 0}))
+    result, _ = await solve(solver, root(task))
+    # Both drafts return 0 for "x": without the task's word for it, they would vote the check out.
+    assert "with pytest.raises(ValueError):\n        num('x')" in result.tests
+    assert result.solved and result.code.strip() == strict.strip()
+    assert not any("drafts agree" in n for n in result.trace.notes)
+
+
+DIVS_TASK = ("Write a Python module arith.py with:\n\n- `add(a, b)`: a + b.\n"
+             "- `div(a, b)`: a / b; raises `ValueError` if `b` is 0.")
+
+
+async def test_the_roots_error_checks_run_at_integration(settings):
+    root_tests = ("import pytest\nfrom arith import add, div\n\ndef test_add():\n    assert add(2, 3) == 5\n\n"
+                  "def test_div():\n    assert div(6, 2) == 3\n\n"
+                  "def test_zero():\n    with pytest.raises(ValueError):\n        div(1, 0)\n")
+    plain_div = "def div(a, b):\n    return a / b\n"
+    safe_div = "def div(a, b):\n    if b == 0:\n        raise ValueError('b is 0')\n    return a / b\n"
+    plan = {"parts": [
+        {"name": "add", "kind": "function", "signature": "def add(a, b):", "behaviour": "a + b",
+         "tests": "assert add(2, 3) == 5\nassert add(0, 0) == 0"},
+        {"name": "div", "kind": "function", "signature": "def div(a, b):", "behaviour": "a / b",
+         "tests": "assert div(6, 2) == 3\nassert div(1, 1) == 1"}]}
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:plan\]", "replies": [plan]},
+        {"match": r"\[rcp:review\]", "replies": [{"reason": "2 + 3 = 5", "wrong": "code"}]},
+        {"match": r"\[rcp:tests\]", "replies": [fence(root_tests)]},
+        {"match": r"\[rcp:code\][\s\S]*Your part: def add\b", "replies": [fence(ADD)]},
+        {"match": r"\[rcp:code\][\s\S]*Your part: def div\b", "replies": [fence(plain_div)]},
+        {"match": r"\[rcp:integrate\]", "replies": [fence(ADD + safe_div)]},
+        {"match": r"\[rcp:code\]", "replies": [fence("def add(a, b):\n    return a - b\n" + safe_div)]}])
+    sandbox = LocalPytestSandbox()
+    result, _ = await solve(Solver(llm, sandbox, settings), root(DIVS_TASK))
+    assert result.trace.decision == "decompose" and len(result.trace.children) == 2
+    # The parts' contracts never check the error. The integration runs the root's check with them, and the fix it
+    # asked for raises.
+    first = next(r.files["test_arith.py"] for r in sandbox.runs if "assert add(0, 0) == 0" in r.files["test_arith.py"]
+                 and "div(1, 1)" in r.files["test_arith.py"])
+    assert "div(1, 0)" in first and prompts_with(llm, "[rcp:integrate]")
+    assert result.solved and "raise ValueError" in result.code and "div(1, 0)" in result.tests, result.verdict
 
 
 @pytest.mark.parametrize("text, why", [
