@@ -596,8 +596,13 @@ def test_names(tests: str) -> list[str]:
         tree = ast.parse(tests)
     except SyntaxError:
         return []
-    return [s.name for s in tree.body if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
-            and s.name.lower().startswith("test")]
+    return [s.name for s in tree.body if _is_test(s)]
+
+
+def _is_test(stmt: ast.stmt) -> bool:
+    """A top-level statement pytest collects: a test function or test class."""
+    return isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) \
+        and stmt.name.lower().startswith("test")
 
 
 test_names.__test__ = False  # type: ignore[attr-defined]  # not a pytest test, despite its name
@@ -633,19 +638,19 @@ def split_tests(tests: str, names: set[str]) -> tuple[str, str]:
                 alone.append(ast.unparse(stmt) + "\n")
             continue
         uses = sorted(n for n in names if references(text, n))
-        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) \
-                and stmt.name.lower().startswith("test"):
+        if _is_test(stmt):
             (using if uses else alone).append(text)
         elif uses:
             raise AssemblyError(f"line {stmt.lineno} uses {', '.join(uses)} outside a test function")
         else:
             alone.append(text)
             using.append(text)
+    return _test_file(alone), _test_file(using)
 
-    def join(parts: list[str]) -> str:
-        return "\n\n".join(p.rstrip() for p in parts) + "\n" if test_names("".join(parts)) else ""
 
-    return join(alone), join(using)
+def _test_file(parts: list[str]) -> str:
+    """Top-level segments of a test file joined again ("" when no test function is among them)."""
+    return "\n\n".join(p.rstrip() for p in parts) + "\n" if test_names("".join(parts)) else ""
 
 
 def raises_only(tests: str) -> str:
@@ -655,13 +660,12 @@ def raises_only(tests: str) -> str:
     lines = tests.splitlines(keepends=True)
     kept: list[str] = []
     for stmt in tree.body:
-        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) \
-                and stmt.name.lower().startswith("test"):
+        if _is_test(stmt):
             nodes = list(ast.walk(stmt))
             if not any(_is_raises_block(n) for n in nodes) or any(isinstance(n, ast.Assert) for n in nodes):
                 continue
         kept.append(_segment(lines, stmt))
-    return "\n\n".join(k.rstrip() for k in kept) + "\n" if test_names("".join(kept)) else ""
+    return _test_file(kept)
 
 
 # --- signatures ---------------------------------------------------------------------------------------------
