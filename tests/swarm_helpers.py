@@ -7,6 +7,7 @@ children, p2pd) is remembered in ``SEEN`` so the session fixture can kill whatev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -180,3 +181,17 @@ def wait_untagged(tag: str, timeout: float) -> dict[int, str]:
     while (left := tagged(tag)) and time.monotonic() < deadline:
         time.sleep(0.2)
     return left
+
+
+async def solve_replies(stream) -> list[dict]:
+    """The messages of a raw ``rpc_solve`` stream up to its last one (an error or a result), then hang up.
+
+    The node never closes a solve stream first (``rcp.rpc.LINGER_TIMEOUT``): the caller does, as this does.
+    """
+    replies = []
+    async with contextlib.aclosing(stream):
+        async for message in stream:
+            replies.append(json.loads(message.value))
+            if replies[-1]["type"] in ("error", "result"):
+                break
+    return replies

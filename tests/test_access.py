@@ -22,7 +22,16 @@ from functools import partial
 
 import pytest
 from google.protobuf.wrappers_pb2 import BytesValue
-from swarm_helpers import DELEGATE_TASK, SCRIPTS, Swarm, alive, kill_leftovers, scripted_env, slow_script
+from swarm_helpers import (
+    DELEGATE_TASK,
+    SCRIPTS,
+    Swarm,
+    alive,
+    kill_leftovers,
+    scripted_env,
+    slow_script,
+    solve_replies,
+)
 
 from rcp.access import (
     MAX_CLOCK_SKEW,
@@ -248,8 +257,7 @@ async def test_outsider_without_the_key_is_refused_and_the_node_keeps_serving(sw
             return ErrorReply.model_validate_json((await stub.rpc_info(raw_request("info", proof), timeout=10)).value)
 
         async def solve(proof=None) -> ErrorReply:
-            stream = await stub.rpc_solve(raw_request("solve", proof, spec=spec_json()))
-            replies = [json.loads(m.value) async for m in stream]
+            replies = await solve_replies(await stub.rpc_solve(raw_request("solve", proof, spec=spec_json())))
             assert len(replies) == 1, replies
             return ErrorReply.model_validate(replies[0])
 
@@ -358,7 +366,7 @@ async def test_wrong_and_out_of_order_messages_get_a_clear_error_and_the_node_ke
         stub = SwarmServicer.get_stub(rpc.p2p, PeerID.from_base58(node), namespace=NAMESPACE)
 
         async def solve_reply(payload: BytesValue) -> dict:
-            replies = [json.loads(m.value) async for m in await stub.rpc_solve(payload)]
+            replies = await solve_replies(await stub.rpc_solve(payload))
             assert len(replies) == 1, replies
             return replies[0]
 

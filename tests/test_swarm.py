@@ -22,6 +22,7 @@ import time
 
 import pytest
 from google.protobuf.wrappers_pb2 import BytesValue
+from hivemind.p2p import P2PContext, PeerID
 from swarm_helpers import (
     DELEGATE_TASK,
     SCRIPTS,
@@ -32,9 +33,11 @@ from swarm_helpers import (
     remember,
     scripted_env,
     slow_script,
+    solve_replies,
     wait_gone,
 )
 
+from rcp.access import make_proof
 from rcp.membership import (
     RECORD_TTL,
     NodeState,
@@ -49,8 +52,10 @@ from rcp.rpc import (
     NAMESPACE,
     ErrorReply,
     InfoRequest,
+    NodeBusy,
     SolveRequest,
     SwarmServicer,
+    encode,
     parse_request,
 )
 from rcp.settings import PROJECT_ROOT
@@ -130,6 +135,32 @@ def test_task_spec_of_unknown_version_is_refused():
     assert isinstance(ok, InfoRequest)
 
 
+class _BusyNode:
+    """A handler that refuses every task at once, as a node at MAX_ROOT_TASKS does."""
+
+    def info(self):
+        raise AssertionError("not called")
+
+    async def solve(self, spec, remote):
+        raise NodeBusy("node X is busy: it runs 1 root tasks, its limit (MAX_ROOT_TASKS)")
+        yield  # an async generator, like Node.solve
+
+
+async def test_a_node_never_hangs_up_first_after_its_last_message():
+    # p2pd can drop a reply written just before the serving side closes its stream (seen under load as "peer hung up
+    # before sending a result" instead of "busy"); so the node leaves the hang-up to the caller, who has the reply.
+    node, caller = peer(1).peer_id, peer(2).peer_id
+    servicer = SwarmServicer(_BusyNode(), swarm_key="k" * 32, peer_id=node)
+    request = SolveRequest(auth=make_proof("k" * 32, "solve", caller, node), spec=TaskSpec(goal="g", root_task="g"))
+    context = P2PContext(handle_name="solve", local_id=PeerID.from_base58(node), remote_id=PeerID.from_base58(caller))
+    stream = servicer.rpc_solve(encode(request), context)
+    reply = ErrorReply.model_validate_json((await anext(stream)).value)
+    assert reply.code == "busy", reply
+    # The stream stays open until hivemind, seeing the caller hang up, cancels the handler (as wait_for does here).
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(anext(stream), 0.5)
+
+
 # --- real processes --------------------------------------------------------------------------------------------
 
 
@@ -201,8 +232,7 @@ async def test_malformed_rpc_input_gets_an_error_reply_and_the_node_keeps_servin
         stub = SwarmServicer.get_stub(p2p, PeerID.from_base58(target["peer_id"]), namespace=NAMESPACE)
 
         async def solve_reply(payload: bytes) -> dict:
-            stream = await stub.rpc_solve(BytesValue(value=payload))
-            replies = [json.loads(m.value) async for m in stream]
+            replies = await solve_replies(await stub.rpc_solve(BytesValue(value=payload)))
             assert len(replies) == 1, replies
             return replies[0]
 
