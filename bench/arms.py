@@ -59,6 +59,7 @@ class ArmRun:
     generations: list[list[float]] = field(default_factory=list)  # [start, end, completion_tokens]
     sandbox: list[list[float]] = field(default_factory=list)  # [start, end]
     extra: dict[str, Any] = field(default_factory=dict)
+    result_json: str = ""  # rcp's whole TaskResult (tests and trace too), for --traces; not kept in the results
 
 
 class TimedLlamaCppLLM(LlamaCppLLM):
@@ -132,6 +133,7 @@ async def run_single(llm: LLM, text: str) -> ArmRun:
 
 def _from_result(run: ArmRun, result: TaskResult) -> None:
     run.code = result.code
+    run.result_json = result.model_dump_json(indent=1)
     run.rcp_solved = result.solved
     run.verdict = result.verdict
     run.tokens = subtree_tokens(result.trace)

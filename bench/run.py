@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale-nodes", help="swarm sizes for the scale section (default 1,3,6,12,24)")
     p.add_argument("--scale-tasks", type=int, default=3, help="scripted tasks per scale size (default 3)")
     p.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "results", help="results directory")
+    p.add_argument("--traces", type=Path, help="write rcp's whole result of each task (code, tests, the trace of "
+                   "every node's attempts) to TRACES/<suite>-<task>-<arm>.json")
     p.add_argument("--merge", nargs="+", type=Path, metavar="FILE", help="merge result files into one report "
                    "(no measuring)")
     add_settings_arguments(p, TUNABLE)
@@ -140,10 +142,21 @@ def _row(name: str, run, grade) -> dict:
     row = {"task": name, "solved": grade.solved, "passed": grade.passed, "failed": grade.failed,
            "total": grade.total}
     row.update(asdict(run))  # the final code too: a result can be audited without running anything again
+    del row["result_json"]  # tens of kB per task: --traces writes it to a file of its own
     row["code_lines"] = len(run.code.splitlines())
     if not grade.solved:
         row["grade_output"] = grade.output_tail[-300:]
     return row
+
+
+def _keep_trace(folder: Path | None, stem: str, run, grade) -> None:
+    """With ``--traces``: rcp's result of one task and its hidden-test grade, as one JSON file."""
+    if folder is None or not run.result_json:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    graded = json.dumps({"solved": grade.solved, "passed": grade.passed, "failed": grade.failed,
+                         "output_tail": grade.output_tail[-3000:]})
+    (folder / f"{stem}.json").write_text(f'{{"grade": {graded},\n"result": {run.result_json}}}\n')
 
 
 async def quality(r: Run) -> None:
@@ -180,6 +193,7 @@ async def quality(r: Run) -> None:
                         else:
                             run = await run_node(llm, sandbox, s, item.text, args.task_timeout)
                         g = await grade(suite, item, run.code)
+                        _keep_trace(args.traces, f"{suite}-{name}-{arm}", run, g)
                         r.arm(suite, arm)["rows"].append(_row(name, run, g))
                         _log(arm, suite, name, run, g)
                         r.save()
@@ -194,6 +208,7 @@ async def quality(r: Run) -> None:
                 for suite, name, item in items:
                     run = await swarm.run(item.text, args.task_timeout)
                     g = await grade(suite, item, run.code)
+                    _keep_trace(args.traces, f"{suite}-{name}-swarm", run, g)
                     r.arm(suite, "swarm")["rows"].append(_row(name, run, g))
                     _log("swarm", suite, name, run, g)
                     r.results["efficiency"]["swarm"] = swarm.info()

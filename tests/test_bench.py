@@ -22,6 +22,7 @@ if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
 from bench import report, tasks  # noqa: E402
+from bench import run as bench_run  # noqa: E402
 from bench.arms import run_node, run_single, sandbox_intervals  # noqa: E402
 from bench.efficiency import arm_efficiency, series, union_length  # noqa: E402
 from bench.grading import count_tests, extract_code, grade_composite, grade_humaneval  # noqa: E402
@@ -97,7 +98,7 @@ async def test_single_arm_counts_tokens_and_extracts_code():
     assert grade.solved
 
 
-async def test_node_arm_runs_the_solver_and_records_sandbox_runs():
+async def test_node_arm_runs_the_solver_and_records_sandbox_runs(tmp_path):
     settings = load_settings(environ={}).model_copy(update={"max_retries": 1})
     task = tasks.load("inventory")
     tests = ("from inventory import Inventory\n\n\ndef test_add():\n    inv = Inventory()\n    inv.add('a', 2)\n"
@@ -118,7 +119,13 @@ async def test_node_arm_runs_the_solver_and_records_sandbox_runs():
     assert run.llm_calls == 3 and run.tokens > 0 and run.completion_tokens > 0
     assert len(run.sandbox) == len(sandbox.runs) >= 1
     assert run.extra["decision"] == "direct"
-    assert (await grade_composite(LocalPytestSandbox(), task, run.code)).solved
+    grade = await grade_composite(LocalPytestSandbox(), task, run.code)
+    assert grade.solved
+    # --traces keeps rcp's whole result apart from the results file, which stays small
+    assert "result_json" not in bench_run._row("inventory", run, grade)
+    bench_run._keep_trace(tmp_path / "traces", "composite-inventory-node", run, grade)
+    kept = json.loads((tmp_path / "traces" / "composite-inventory-node.json").read_text())
+    assert kept["grade"]["solved"] and kept["result"]["code"] == run.code and kept["result"]["trace"]["tests"]
 
 
 def test_sandbox_intervals_match_events_to_trace_runs():
