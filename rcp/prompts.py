@@ -7,6 +7,7 @@ log readers can tell the calls apart without depending on the wording:
 * ``[rcp:plan]``: split the task into 2..N parts, each a contract with tests. Reply: JSON ``Plan``.
 * ``[rcp:tests]``: pytest tests for code not written yet. Reply: one python fence.
 * ``[rcp:code]``: the code of a task or part; a retry shows the previous code and its failure. Reply: one fence.
+  The plain draft of a task is the task text alone as the user message (no ``Task:`` prefix), as one would ask.
 * ``[rcp:integrate]``: glue for finished parts, or a fix of the assembled module after a failure. Reply: one fence.
 * ``[rcp:review]``: is a failing assert's expected value wrong, or the code? Reply: JSON ``Review``.
 
@@ -51,6 +52,9 @@ TAG_TESTS = "[rcp:tests]"
 TAG_CODE = "[rcp:code]"
 TAG_INTEGRATE = "[rcp:integrate]"
 TAG_REVIEW = "[rcp:review]"
+
+# The system prompt Qwen2.5's chat template supplies when a chat has none (see its GGUF's tokenizer.chat_template).
+QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
 # Bounds that keep prompts inside a 4k context: the mission, one ancestor, one failure, one code listing.
 MAX_MISSION = 1200
@@ -231,6 +235,14 @@ def code(spec: TaskSpec, tests_text: str, *, previous: str = "", failure: str = 
     what = f" defining {', '.join(names)}" if names else ""
     blocks.append(f"Now write {spec.module}.py{what}: the implementation only, not the tests.")
     return [ChatMessage(role="system", content=system), ChatMessage(role="user", content=_join(*blocks))]
+
+
+def plain(spec: TaskSpec) -> list[ChatMessage]:
+    """The task as its user would ask a chat model: the task text alone, under the model's own default system
+    prompt (tagged). The benchmark's single-shot arm asks so; for a task without contract only."""
+    assert spec.contract is None
+    return [ChatMessage(role="system", content=f"{TAG_CODE} {QWEN_SYSTEM}"),
+            ChatMessage(role="user", content=spec.goal)]
 
 
 def _imported_names(tests_text: str, module: str) -> list[str]:
