@@ -32,6 +32,7 @@ from rcp.solver import (
     several_classes,
     small_task,
     stated_errors,
+    states_error,
     subtree_calls,
     subtree_tokens,
     test_counts,
@@ -1205,6 +1206,37 @@ async def test_each_case_of_a_stated_error_gets_a_check(settings):
     assert "- `take` raises `ValueError`, 2 cases, one test each: `take(stock" in asked[0]
     assert "writing checks of 1 stated error(s): take raises ValueError (2 cases)" in [e.message for e in events]
     assert result.solved and "take(5, 0)" in result.tests and result.code.strip() == SAFE_TAKE.strip()
+
+
+async def test_checks_of_a_stated_error_are_kept_against_reviews(settings):
+    """Measured on the 1.5B (inventory.py): reviews judged `remove("item", 0)` raising ValueError wrong, though the
+    task says a `qty` that is not positive raises it, and a `remove` that accepted 0 passed as solved."""
+    tests = ("import pytest\nfrom m import take\n\ndef test_t():\n    assert take(5, 2) == 3\n\n"
+             "def test_many():\n    with pytest.raises(ValueError):\n        take(1, 2)\n\n"
+             "def test_zero():\n    with pytest.raises(ValueError):\n        take(5, 0)\n")
+    llm = ScriptedLLM(rules=[
+        {"match": r"rcp:tests", "replies": [fence(tests)]},
+        {"match": r"\[rcp:review\]", "replies": [{"reason": "0 units can be taken", "wrong": "test"}]},
+        {"match": r"Previous attempt", "replies": [fence(TAKE.replace("'too many'", "'more'")), fence(SAFE_TAKE)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(TAKE)]}])
+    solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"max_depth": 0, "max_retries": 2}))
+    result, _ = await solve(solver, root(STOCK_TASK))
+    # The draft and the first retry both accept 0 alike (a review's cue); the check stays and no review is asked.
+    assert not prompts_with(llm, "[rcp:review]")
+    assert "kept 1 doubted check(s) of errors the task states: with pytest.raises(ValueError):\n    take(5, 0)" \
+        in result.trace.notes
+    assert result.solved and "take(5, 0)" in result.tests and result.code.strip() == SAFE_TAKE.strip()
+
+
+@pytest.mark.parametrize("check, stated", [
+    ("with pytest.raises(ValueError):\n    take(5, 0)", True),
+    ("with pytest.raises(ValueError):\n    inv = Inv()\n    inv.take(5, 0)", True),  # a method call counts too
+    ("with pytest.raises(KeyError):\n    take(5, 0)", False),  # not the error the task states
+    ("with pytest.raises(ValueError):\n    give(5, 0)", False),  # not the function it states it for
+    ("assert take(5, 0) == 5", False),
+])
+def test_states_error_knows_checks_of_the_errors_a_task_states(check, stated):
+    assert states_error(STOCK_TASK, check) is stated
 
 
 async def test_inputs_the_task_says_are_errors_are_checks_no_vote_drops(settings):
