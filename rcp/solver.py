@@ -35,9 +35,9 @@ largest group of drafts failing the same tests, times tests passed, is the one r
 when the same assert fails the same way for two attempts, a ``[rcp:review]`` call judges it; an assert judged wrong is
 dropped (at most a third of a test file's checks, never all). That includes a check whose call raised inside the code
 the same way twice (a test may feed an input the task never defines, as a ragged matrix to ``multiply``); such crashes
-never count as votes. Neither a vote nor a review drops the last checks of a function or method the task names. A
-parent re-judges any contract check its child dropped before accepting the child, and amends the contract only if it
-agrees.
+never count as votes. Neither a vote nor a review drops the last checks of a function or method the task names, and no
+review drops a check that a function raises an error the task states for it (``states_error``). A parent re-judges any
+contract check its child dropped before accepting the child, and amends the contract only if it agrees.
 
 Stated errors: a task's tests get one ``pytest.raises`` check (one extra LLM call) of each case of an error a bullet
 of the task says a function raises (```f(...)```: ... raises `ValueError` if `n` is 0 or negative: two cases)
