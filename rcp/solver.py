@@ -214,11 +214,7 @@ def stated_errors(text: str) -> list[tuple[str, str, str]]:
 def states_error(task: str, check: str) -> bool:
     """Whether ``check`` (a failed check's source) is a ``pytest.raises(E)`` block calling a function or method
     that the task says raises ``E``."""
-    m = re.match(r"\s*with\s+pytest\.raises\(\s*(\w+)", check)
-    if m is None or "\n" not in check:
-        return False
-    called = set(re.findall(r"\b([A-Za-z_]\w*)\s*\(", check.split("\n", 1)[1]))
-    return any(exc == m[1] and name in called for name, exc, _ in stated_errors(task))
+    return bool(raises_checks(check) & {(exc, name) for name, exc, _ in stated_errors(task)})
 
 
 def error_cases(line: str, exception: str) -> int:
