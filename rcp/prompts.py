@@ -183,7 +183,9 @@ def plan(spec: TaskSpec, max_parts: int, *, failure: str = "", rejected: str = "
     return [ChatMessage(role="system", content=system), ChatMessage(role="user", content=_join(*blocks))]
 
 
-def tests(spec: TaskSpec, existing: str = "", *, error: str = "") -> list[ChatMessage]:
+def tests(spec: TaskSpec, existing: str = "", *, error: str = "", focus: Sequence[str] = ()) -> list[ChatMessage]:
+    """Ask for tests of what ``spec`` asks for, beside the ``existing`` ones; of the names in ``focus`` alone when
+    given (the existing tests never use them)."""
     system = (f"{TAG_TESTS} You write pytest tests for Python code that is not written yet. Reply with one "
               f"```python block: first `from {spec.module} import ...`, then 3 to 6 short test functions with "
               "plain asserts on small examples whose results you have checked by hand. Test only what the task "
@@ -194,6 +196,9 @@ def tests(spec: TaskSpec, existing: str = "", *, error: str = "") -> list[ChatMe
         blocks.append(f"Tests that exist already (add different cases):\n{_fence(existing)}")
     if error:
         blocks.append(f"Your previous reply could not be used: {error}")
+    if focus:
+        names = ", ".join(f"`{n}`" for n in focus)
+        blocks.append(f"Test only {names}: one or two test functions for each, as the task states their behaviour.")
     # Last, because the 0.5B model otherwise answers a "Task: Write a module..." line with the module itself.
     blocks.append(f"Write only the tests, not the code: `from {spec.module} import ...`, then `def test_...():` "
                   "functions.")

@@ -23,6 +23,7 @@ from rcp.assemble import (
     parse_signature,
     references,
     rename,
+    repair_tests,
     signature_header,
     split_tests,
     task_examples,
@@ -299,6 +300,31 @@ def test_loose_asserts_become_test_functions_with_their_setup():
     ns["test_count_vowels_2"]()  # the setup line travelled with its asserts
     with pytest.raises(AssertionError):
         ns["test_count_vowels_1"]()
+
+
+# The 1.5B's plan tests for romans.py (a JSON string, cut at the schema's 300 characters), shortened.
+RUN_TOGETHER = ("assert to_roman(1) == 'I' assert to_roman(4) == 'IV' assert to_roman(0) == 'ValueError' "
+                "assert to_roman(4000) == 'Val")
+
+
+@pytest.mark.parametrize(("tests", "repaired"), [
+    (RUN_TOGETHER, "assert to_roman(1) == 'I'\nassert to_roman(4) == 'IV'\nwith pytest.raises(ValueError):\n"
+                   "    to_roman(0)\n"),
+    ("from m import f\\nassert f(1) == 2\\nassert f(2) == 4", "from m import f\nassert f(1) == 2\nassert f(2) == 4\n"),
+    # A broken line in the middle goes; a raises block is kept whole.
+    ("s = S()\nassert s.f((1, 2) == 3\nwith pytest.raises(KeyError):\n    s.g('x')\nassert s.f(1) == 1",
+     "s = S()\nwith pytest.raises(KeyError):\n    s.g('x')\nassert s.f(1) == 1\n"),
+    ("assert f(0) == ValueError\nassert f(1) == 'Done'", "with pytest.raises(ValueError):\n    f(0)\n"
+                                                           "assert f(1) == 'Done'"),
+    ("def test_f():\n    assert f(1) == 2\n", "def test_f():\n    assert f(1) == 2\n"),  # parses: kept as it is
+])
+def test_plan_test_lines_are_repaired(tests, repaired):
+    assert repair_tests(tests) == repaired
+
+
+def test_a_loose_raises_check_gets_a_test_of_its_own():
+    out = normalize_tests("assert f(1) == 2\nwith pytest.raises(ValueError):\n    f(0)\n", "m", ["f"])
+    assert test_names(out) == ["test_f_1", "test_f_2"] and out.startswith("import pytest\nfrom m import f\n")
 
 
 @pytest.mark.parametrize(("signature", "header"), [

@@ -17,6 +17,7 @@ from textwrap import dedent as d
 import pytest
 from fakes import FakeSandbox, LocalPytestSandbox, events_of, executes_tests, fails_when
 
+from rcp.assemble import count_checks
 from rcp.errors import DockerUnavailableError
 from rcp.llm import ScriptedLLM
 from rcp.prompts import QWEN_SYSTEM, Plan
@@ -645,6 +646,16 @@ async def test_parts_that_run_out_of_time_leave_an_honest_verdict(settings):
     assert not mul.solved and any("wall-clock" in n for n in mul.notes)
 
 
+async def test_a_plan_that_leaves_its_parts_too_little_time_is_not_run(settings):
+    # Measured on the 1.5B (calc.py, 600 s): a plan accepted late left each of its four parts 4 s, and all four
+    # ended with no code. A part gets at least a tenth of its parent's time, else the time left goes to a direct try.
+    llm = ScriptedLLM(rules=arith_rules(extra=[{"match": r"\[rcp:plan\]", "replies": [ARITH_PLAN], "delay": 4.2}]))
+    result, _ = await solve(Solver(llm, FakeSandbox(rule=arith_correct), settings), root(ARITH, timeout_s=5.0))
+    assert not result.trace.children
+    assert any(re.fullmatch(r"plan not run: [01] s left, too little for its parts", n) for n in result.trace.notes)
+    assert "decomposition did not succeed; trying directly" in result.trace.notes and result.solved
+
+
 async def test_cancelling_solve_cancels_the_delegated_children(settings):
     started, cancelled = [], []
     both = asyncio.Event()
@@ -1116,6 +1127,14 @@ def test_plan_repairs_what_small_models_get_wrong():
     assert contracts[0].signature == "def add(a, b):"
     assert contracts[0].tests == ("from arith import add\n\n\ndef test_add_1():\n    assert add(1, 2) == 3\n\n\n"
                                   "def test_add_2():\n    assert add(0, 0) == 0\n")
+    # Seen on the 1.5B: asserts run together on one line, cut off at the string's bound.
+    plan["parts"][1]["tests"] = "assert mul(2, 3) == 6 assert mul(0, 5) == 0 assert mul(7, 1"
+    contracts, _ = validate_plan(Plan.model_validate(plan), module="arith", max_parts=4)
+    assert count_checks(contracts[1].tests) == 2 and "mul(7" not in contracts[1].tests
+    # Seen on the 1.5B: a signature without its `def`.
+    plan["parts"][1]["signature"] = "mul(a: int, b: int) -> int"
+    contracts, _ = validate_plan(Plan.model_validate(plan), module="arith", max_parts=4)
+    assert contracts[1].signature == "def mul(a: int, b: int) -> int:"
     # The schema sent to the model allows no more parts than MAX_SUBTASKS.
     five = {"parts": [{**plan["parts"][1], "name": f"m{i}"} for i in range(5)]}
     with pytest.raises(ValueError, match="at most 4 items"):
@@ -1331,16 +1350,19 @@ async def test_a_small_task_is_tried_directly_without_a_decide_call(settings):
 async def test_tests_must_use_every_function_the_task_names_and_code_must_define_them(settings):
     task = "Write a module m.py with `double(x)` and `half(x)`; e.g. `double(2) == 4`."
     one = "from m import double\n\ndef test_double():\n    assert double(3) == 6\n"
-    both = one.replace("import double", "import double, half") + "\n\ndef test_half():\n    assert half(8) == 4\n"
+    other = "from m import half\n\ndef test_half():\n    assert half(8) == 4\n"
     partial = "def double(x):\n    return 2 * x\n"
     full = partial + "\n\ndef half(x):\n    return x / 2\n"
     llm = ScriptedLLM(rules=[
-        {"match": r"\[rcp:tests\]", "replies": [fence(one), fence(both)]},
+        {"match": r"\[rcp:tests\]", "replies": [fence(one), fence(other)]},
         {"match": r"\[rcp:code\]", "replies": [fence(partial), fence(full)]}])
     sandbox = LocalPytestSandbox()
     result, events = await solve(Solver(llm, sandbox, settings.model_copy(update={"max_depth": 0})), root(task))
+    # The first tests are kept, and the second ask is for tests of half alone, beside them.
     assert result.solved and "def half" in result.code and "test_half" in result.tests
-    assert prompts_with(llm, "[rcp:tests]", "the tests never use half: test every function the task names")
+    assert "test_double" in result.tests
+    again = prompts_with(llm, "[rcp:tests]", "the tests never use half: test every function the task names")
+    assert len(again) == 1 and "Test only `half`" in again[0] and "assert double(3) == 6" in again[0]
     # The first code lacked half(): not run, and the retry was told what is missing.
     assert any(e.message == "attempt 1: not run, half not defined" for e in events if e.kind == EventKind.TESTED)
     assert prompts_with(llm, "[rcp:code]", "does not define half, which the task names")
