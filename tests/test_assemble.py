@@ -317,6 +317,7 @@ RUN_TOGETHER = ("assert to_roman(1) == 'I' assert to_roman(4) == 'IV' assert to_
     ("assert f(0) == ValueError\nassert f(1) == 'Done'", "with pytest.raises(ValueError):\n    f(0)\n"
                                                            "assert f(1) == 'Done'"),
     ("def test_f():\n    assert f(1) == 2\n", "def test_f():\n    assert f(1) == 2\n"),  # parses: kept as it is
+    ("x = 0; assert f(x) == 'KeyError'", "x = 0; assert f(x) == 'KeyError'"),  # not alone on its line: left
 ])
 def test_plan_test_lines_are_repaired(tests, repaired):
     assert repair_tests(tests) == repaired
