@@ -10,6 +10,7 @@ The loop (issue 5):
    most six functions (and one class at most) in backticks is tried directly without asking. Decomposition is
    *as needed*: a direct attempt that fails its tests through the retry budget is followed by a decomposition,
    and a decomposition that does not succeed, with ``AGAIN_SHARE`` of the time left, by another direct attempt.
+   A task that is one class (``one_class``) is never split into its methods: another direct attempt follows.
 2. **Decompose** into 2..``MAX_SUBTASKS`` contracts. A plan is validated (unique identifiers, signatures and tests
    parse, tests use their part) and an invalid plan is asked again with the error, never executed; test lines
    the model ran together or cut off are repaired first (``rcp.assemble.repair_tests``). A split is started only
@@ -276,6 +277,17 @@ def small_task(text: str) -> str:
         return ""
     where = " in one class" if components else ""
     return f"the task names {len(names)} function{'s' if len(names) > 1 else ''}{where}"
+
+
+def one_class(text: str) -> str:
+    """Why a task is one class and nothing to split ('' when it is not): it names one class, at most
+    ``SMALL_TASK_NAMES`` functions, and every one of them in backticks as a method (```name(self...```)."""
+    names = set(named_in_task(text)) - set(_classes_in_task(text))
+    methods = set(re.findall(r"`(?:def\s+)?([A-Za-z_]\w*)\s*\(\s*self\b", text))
+    classes = _component_classes(text)
+    if len(classes) != 1 or not names or len(names) > SMALL_TASK_NAMES or not names <= methods:
+        return ""
+    return f"the task is one class, {classes[0]}, with {len(names)} method{'s' if len(names) > 1 else ''}"
 
 
 def several_classes(text: str) -> str:
@@ -563,6 +575,11 @@ class Solver:
             if cand is not None and cand.solved:
                 return
             if not self._may_decompose(t):
+                if (whole := t.spec.contract is None and one_class(t.spec.goal)) and \
+                        t.remaining() >= AGAIN_SHARE * t.spec.timeout_s:
+                    t.trace.notes.append(f"{whole}: not split; trying directly again with the time left")
+                    self._event(t, EventKind.DECIDED, "direct again: a class is not split into its methods")
+                    await self._execute(t)
                 return
             t.trace.decision = "decompose"
             t.trace.reason = f"as needed: the direct attempt failed ({reason})"
@@ -588,6 +605,11 @@ class Solver:
         # Nor is a small class part: measured on the 1.5B (shapes.py), a two-method Circle part that failed its
         # own tests spent 66 s on three plans, all rejected as "part Circle is the whole task".
         if t.spec.contract is not None and len(_methods(t.spec.contract.signature)) <= SMALL_TASK_NAMES:
+            return False
+        # Nor is a whole task that is one such class: measured on the 1.5B (inventory.py, 600 s), the plan made its
+        # four methods four functions, none of which could pass the class's tests, and its 8 parts spent the last
+        # 260 s for nothing. Its time goes to another direct attempt instead (see _work).
+        if t.spec.contract is None and one_class(t.spec.goal):
             return False
         # A plan, one LLM call per part and one for integration is the least a decomposition needs.
         return t.spec.depth < self.settings.max_depth and t.calls_left >= 4 and self._time_for_parts(t)

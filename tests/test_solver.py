@@ -30,6 +30,7 @@ from rcp.solver import (
     failing_tests,
     failure_text,
     module_name,
+    one_class,
     several_classes,
     small_task,
     stated_errors,
@@ -1335,6 +1336,34 @@ def test_small_task_is_told_by_the_names_it_puts_in_backticks(text, why):
 ])
 def test_several_classes_split_up_front(text, why):
     assert several_classes(text).startswith(why) and bool(several_classes(text)) == bool(why)
+
+
+@pytest.mark.parametrize("text, why", [
+    ("a class `Stack` with `push(self, x)` and `pop(self)`", "the task is one class, Stack, with 2 methods"),
+    ("a class `C` with `__init__(self, n)` and `get(self)`", "the task is one class, C, with 2 methods"),
+    ("`f(x)` and a class `C` with `g(self)`", ""),  # a function beside the class: a part of its own
+    ("a class `A` with `x(self)` and a class `B` with `y(self)`", ""),
+    ("`f(x)` and `g(x)`", ""),
+])
+def test_a_task_of_one_class_is_told_by_its_methods(text, why):
+    assert one_class(text) == why
+
+
+async def test_a_task_of_one_class_is_not_split_into_its_methods(settings):
+    # Measured on the 1.5B (inventory.py): the plan turned the four methods into four functions, which could not
+    # pass the class's tests. The time goes to another direct attempt.
+    task = "Write a module c.py with a class `C` with `get(self)` returning 1."
+    tests = "from c import C\n\n\ndef test_get():\n    assert C().get() == 1\n"
+    wrong = "class C:\n    def get(self):\n        return 2\n"
+    right = wrong.replace("2", "1")
+    llm = ScriptedLLM(rules=[{"match": r"\[rcp:tests\]", "replies": [fence(tests)]},
+                             {"match": r"\[rcp:code\]", "replies": [fence(wrong), fence(wrong), fence(right)]}])
+    result, events = await solve(Solver(llm, LocalPytestSandbox(), settings), root(task))
+    assert result.solved and not prompts_with(llm, "[rcp:plan]") and not prompts_with(llm, "[rcp:decide]")
+    assert "the task is one class, C, with 1 method: not split; trying directly again with the time left" \
+        in result.trace.notes
+    assert [e.message for e in events if e.kind == EventKind.DECIDED][-1] == \
+        "direct again: a class is not split into its methods"
 
 
 async def test_a_small_task_is_tried_directly_without_a_decide_call(settings):
