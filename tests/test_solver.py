@@ -910,6 +910,22 @@ FG = ["def f(x):\n    return x\n\n\ndef g(x):\n    return 2 * x\n",
       "def f(x):\n    return x + 0\n\n\ndef g(x):\n    return x * 2\n"]
 
 
+async def test_an_ask_for_the_missed_functions_is_left_after_an_unusable_reply(settings):
+    # Measured on the 1.5B (textstats.py): a reply without code, then tests missing two of four functions, and no
+    # ask left for those two. At most one ask more: here the model never tests half, and it stops after three.
+    task = "Write a module m.py with `double(x)` and `half(x)`; e.g. `double(2) == 4`."
+    one = "from m import double\n\ndef test_double():\n    assert double(3) == 6\n"
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:tests\]", "replies": ["I cannot.", fence(one)]},
+        {"match": r"\[rcp:code\]", "replies": [fence("def double(x):\n    return 2 * x\n\n\ndef half(x):\n"
+                                                      "    return x / 2\n")]}])
+    result, _ = await solve(Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"max_depth": 0})),
+                            root(task))
+    asks = prompts_with(llm, "[rcp:tests]")
+    assert len(asks) == 3 and "Test only `half`" in asks[2] and "Test only `" not in asks[1]
+    assert not result.solved and "never use half" in result.verdict
+
+
 @pytest.mark.parametrize("other_g_check", [False, True])
 async def test_no_vote_or_review_drops_the_last_check_of_a_function_the_task_names(settings, other_g_check):
     tests = "from fg import f, g\n\n\ndef test_f():\n    assert f(1) == 1\n\n\ndef test_g():\n    assert g(2) == 5\n"
@@ -941,7 +957,8 @@ async def test_passing_tests_that_never_use_a_named_function_are_no_solution(set
     assert result.verdict == ("not solved: no attempt was tested on everything the task names; the best code passed "
                               "its 1 tests, which never use g")
     # No retry of code that passes: the tests, not the code, are what is missing.
-    assert len(prompts_with(llm, "[rcp:code]")) == 1 and len(prompts_with(llm, "[rcp:tests]")) == 2
+    # Tests asked for: all, then g alone twice (once as a second ask, once as the ask more that missed names get).
+    assert len(prompts_with(llm, "[rcp:code]")) == 1 and len(prompts_with(llm, "[rcp:tests]")) == 3
 
 
 VOWELS_2 = "def count_vowels(s):\n    return len([c for c in s.lower() if c in 'aeiou'])\n"
