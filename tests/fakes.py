@@ -105,6 +105,7 @@ class LocalPytestSandbox(Sandbox):
             cmd[0] = sys.executable
         with tempfile.TemporaryDirectory() as tmp:
             for name, text in files.items():
+                (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
                 (Path(tmp) / name).write_text(text)
             started = time.perf_counter()
             proc = await asyncio.create_subprocess_exec(*cmd, cwd=tmp, stdout=asyncio.subprocess.PIPE,
@@ -116,11 +117,13 @@ class LocalPytestSandbox(Sandbox):
                 proc.kill()
                 out, err = await proc.communicate()
                 timed_out = True
+            collected = {n: (Path(tmp) / n).read_text() for n in collect if (Path(tmp) / n).is_file()}
         stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
         counts = {w: sum(int(n) for n in re.findall(rf"(\d+) {w}", stdout)) for w in ("passed", "failed", "error")}
         report = SandboxReport(exit_code=None if timed_out else proc.returncode, stdout=stdout, stderr=stderr,
                                timed_out=timed_out, duration_s=time.perf_counter() - started,
-                               tests_passed=counts["passed"], tests_failed=counts["failed"] + counts["error"])
+                               tests_passed=counts["passed"], tests_failed=counts["failed"] + counts["error"],
+                               files=collected)
         self.runs.append(Run(dict(files), cmd, report))
         return report
 

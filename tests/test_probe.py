@@ -1,0 +1,114 @@
+"""Behaviour probes (rcp.probe): the rewrite of tests into probes, and observing real drafts run by a real interpreter
+(locally and in the Docker sandbox)."""
+
+from __future__ import annotations
+
+import pytest
+from fakes import LocalPytestSandbox
+
+from rcp import probe
+from rcp.assemble import AssemblyError
+
+TESTS = '''
+import pytest
+from mm import f, g
+
+def test_f():
+    assert f(2) == 4
+    assert 9 == f(3)
+    with pytest.raises(ValueError):
+        f(-1)
+
+def test_g():
+    xs = g([3, 1])
+    assert xs == [1, 3]
+    assert 3 in g([3])
+    assert g([0.1, 0.2])[0] == pytest.approx(0.1)
+'''
+RIGHT = ("def f(x):\n    if x < 0:\n        raise ValueError(x)\n    return x * x\n\n\n"
+         "def g(xs):\n    return sorted(xs)\n")
+# Squares as x + x: right on 2, wrong on 3, and no error on -1.
+WRONG_F = "def f(x):\n    return x + x\n\n\ndef g(xs):\n    return sorted(xs)\n"
+LOOPS = "def f(x):\n    while True:\n        pass\n\n\ndef g(xs):\n    return list(sorted(xs))\n"
+BROKEN = "def f(x:\n"
+
+
+def test_probes_record_what_each_check_looks_at_and_which_names_it_uses():
+    p = probe.probes(TESTS, ["f", "g"])
+    # Literal sides and pytest.approx are expectations, not observations; a membership check is observed whole.
+    assert "_rcp_observe(lambda: f(2))" in p.source
+    assert "_rcp_observe(lambda: f(3))" in p.source
+    assert "_rcp_observe(lambda: xs)" in p.source
+    assert "_rcp_observe(lambda: 3 in g([3]))" in p.source
+    assert "_rcp_observe(lambda: g([0.1, 0.2])[0])" in p.source
+    assert "with _rcp_raises():" in p.source and "pytest.raises" not in p.source
+    assert [(q.test, q.index, sorted(q.names)) for q in p.positions] == [
+        ("test_f", 0, ["f"]), ("test_f", 1, ["f"]), ("test_f", 2, ["f"]),
+        ("test_g", 0, []), ("test_g", 1, ["g"]), ("test_g", 2, ["g"])]
+    assert p.functions == 2
+
+
+def test_probes_skip_fixture_tests_and_refuse_files_without_plain_tests():
+    p = probe.probes("def test_a(tmp_path):\n    assert 1\n\ndef test_b():\n    assert 2 == 2\n")
+    # The runner calls probe functions without arguments; a check of two literals observes nothing.
+    assert p.functions == 1 and p.source == "def test_b():\n    pass\n" and p.positions == []
+    with pytest.raises(AssemblyError):
+        probe.probes("def test_a(tmp_path):\n    assert 1\n")
+    with pytest.raises(AssemblyError):
+        probe.probes("def test_a(:\n")
+
+
+async def _observed(drafts: list[str]) -> tuple[probe.Probes, list[probe.Observed]]:
+    p = probe.probes(TESTS, ["f", "g"])
+    return p, await probe.observe(LocalPytestSandbox(), "mm", drafts, p, timeout=60)
+
+
+async def test_observe_records_values_raised_errors_loops_and_broken_imports_per_draft():
+    p, obs = await _observed([RIGHT, WRONG_F, LOOPS, BROKEN])
+    right, wrong, loops, broken = obs
+    assert right.observations == {"test_f": ["4", "9", "raise:ValueError"],
+                                  "test_g": ["[1, 3]", "True", "0.1"]}
+    assert wrong.observations["test_f"] == ["4", "6", "no-raise"]
+    # A loop ends its own probe function only; the draft's other probes are still observed.
+    assert loops.observations == {"test_f": ["timeout"], "test_g": ["[1, 3]", "True", "0.1"]}
+    assert broken.observations == {} and broken.error == "import:SyntaxError"
+    assert [right.at(q) for q in p.positions] == ["4", "9", "raise:ValueError", "[1, 3]", "True", "0.1"]
+    assert loops.at(p.positions[1]) is None
+
+
+async def test_agreement_scores_the_majority_behaviour_highest_overall_and_per_name():
+    p, obs = await _observed([RIGHT, WRONG_F, RIGHT.replace("sorted(xs)", "list(sorted(xs))"), LOOPS, BROKEN])
+    scores = probe.agreement(obs, p.positions)
+    # f(2): three drafts agree; f(3) and f(-1): two; g's 3 positions: four drafts. The broken draft agrees with
+    # nobody, and the looping one observed nothing of f after its timeout.
+    assert scores == [2 + 1 + 1 + 3 * 3, 2 + 0 + 0 + 3 * 3, 2 + 1 + 1 + 3 * 3, 0 + 3 * 3, 0]
+    assert probe.agreement(obs, p.positions, names=frozenset({"f"})) == [2 + 1 + 1, 2, 2 + 1 + 1, 0, 0]
+    # Only the first two drafts vote: the third agrees with both on f(2) and with the first on the rest, but its
+    # agreement is not counted for the first.
+    assert probe.agreement(obs, p.positions, only={0: True, 1: True}, names=frozenset({"f"}))[:3] == [1, 1, 2 + 1 + 1]
+
+
+async def test_observed_values_are_normalised_so_equal_behaviour_compares_equal():
+    tests = ("from mm import h\n\ndef test_h():\n    assert h(1) == 0\n    assert h(2) == 0\n    assert h(3) == 0\n"
+             "    assert h(4) == 0\n")
+    a = ("class Box:\n    pass\n\n\ndef h(n):\n    return [0.1 + 0.2, {'b': 1, 'a': 2}, {3, 1, 2}, Box()][n - 1]\n")
+    b = ("class Box:\n    pass\n\n\ndef h(n):\n    return [0.3, {'a': 2, 'b': 1}, {1, 2, 3}, Box()][n - 1]\n")
+    p = probe.probes(tests, ["h"])
+    obs = await probe.observe(LocalPytestSandbox(), "mm", [a, b], p, timeout=60)
+    assert obs[0].observations == obs[1].observations
+    assert obs[0].observations["test_h"] == ["0.3", "{'a': 2, 'b': 1}", "{1, 2, 3}", "<Box>"]
+
+
+@pytest.mark.docker
+async def test_observe_runs_every_draft_in_one_real_sandbox_run(sandbox_image):
+    from rcp.sandbox import DockerSandbox
+
+    sandbox = await DockerSandbox.create(sandbox_image)
+    try:
+        p = probe.probes(TESTS, ["f", "g"])
+        obs = await probe.observe(sandbox, "mm", [RIGHT, WRONG_F, LOOPS, BROKEN], p, timeout=60)
+    finally:
+        await sandbox.close()
+    assert [o.observations.get("test_f") for o in obs] == [["4", "9", "raise:ValueError"], ["4", "6", "no-raise"],
+                                                          ["timeout"], None]
+    assert obs[3].error == "import:SyntaxError"
