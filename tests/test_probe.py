@@ -80,12 +80,23 @@ async def test_agreement_scores_the_majority_behaviour_highest_overall_and_per_n
     p, obs = await _observed([RIGHT, WRONG_F, RIGHT.replace("sorted(xs)", "list(sorted(xs))"), LOOPS, BROKEN])
     scores = probe.agreement(obs, p.positions)
     # f(2): three drafts agree; f(3) and f(-1): two; g's 3 positions: four drafts. The broken draft agrees with
-    # nobody, and the looping one observed nothing of f after its timeout.
-    assert scores == [2 + 1 + 1 + 3 * 3, 2 + 0 + 0 + 3 * 3, 2 + 1 + 1 + 3 * 3, 0 + 3 * 3, 0]
-    assert probe.agreement(obs, p.positions, names=frozenset({"f"})) == [2 + 1 + 1, 2, 2 + 1 + 1, 0, 0]
-    # Only the first two drafts vote: the third agrees with both on f(2) and with the first on the rest, but its
-    # agreement is not counted for the first.
-    assert probe.agreement(obs, p.positions, only={0: True, 1: True}, names=frozenset({"f"}))[:3] == [1, 1, 2 + 1 + 1]
+    # nobody, and the looping one observed nothing of f (a timeout is no vote).
+    assert scores == [3 + 2 + 2 + 3 * 4, 3 + 1 + 1 + 3 * 4, 3 + 2 + 2 + 3 * 4, 0 + 3 * 4, 0]
+    assert probe.agreement(obs, p.positions, names=frozenset({"f"})) == [3 + 2 + 2, 3 + 1 + 1, 3 + 2 + 2, 0, 0]
+    # Only the first two vote: the third scores by agreeing with them, and adds nothing to the first's score.
+    assert probe.agreement(obs, p.positions, voters=2, names=frozenset({"f"}))[:3] == [2 + 1 + 1, 2 + 1 + 1,
+                                                                                        2 + 1 + 1]
+
+
+async def test_crashes_the_task_never_states_are_no_votes():
+    p, obs = await _observed([RIGHT, WRONG_F, WRONG_F])
+    f = frozenset({"f"})
+    # Stated: f(-1) raising ValueError is a vote like a value, so the two wrong drafts outvote it...
+    assert probe.agreement(obs, p.positions, names=f, errors={"ValueError"}) == [3 + 1 + 1, 3 + 2 + 2, 3 + 2 + 2]
+    # ...and when the task never states ValueError, raising it is no vote at all.
+    assert probe.agreement(obs, p.positions, names=f, errors=set()) == [3 + 1 + 0, 3 + 2 + 2, 3 + 2 + 2]
+    assert probe.votes("raise:KeyError", {"KeyError"}) and not probe.votes("crash:TypeError", {"KeyError"})
+    assert not probe.votes("timeout", None) and not probe.votes(None, None) and probe.votes("no-raise", set())
 
 
 async def test_observed_values_are_normalised_so_equal_behaviour_compares_equal():

@@ -1413,3 +1413,64 @@ async def test_tests_must_use_every_function_the_task_names_and_code_must_define
     assert any(e.message == "attempt 1: not run, half not defined" for e in events if e.kind == EventKind.TESTED)
     assert prompts_with(llm, "[rcp:code]", "does not define half, which the task names")
     assert len(sandbox.runs) == 1
+
+
+TAKE_TASK = ("Write a Python function `take(balance, amount)`: returns balance - amount; raises `ValueError` if "
+             "amount is not positive (0 included) or more than the balance.")
+TAKE_A = ("def take(balance, amount):\n    if amount <= 0 or amount > balance:\n        raise ValueError(amount)\n"
+          "    return balance - amount\n")
+TAKE_B = ("def take(balance, amount):\n    if not 0 < amount <= balance:\n        raise ValueError('bad amount')\n"
+          "    return balance - amount\n")
+TAKE_C = ("def take(balance, amount):\n    if amount < 0:\n        raise ValueError(amount)\n"
+          "    return balance - amount\n")
+# Two wrong checks (0 is an error) that only the wrong draft passes, and one right check it fails.
+TAKE_TESTS = d("""
+    import pytest
+    from solution import take
+
+    def test_take():
+        assert take(5, 2) == 3
+
+    def test_zero():
+        assert take(5, 0) == 5
+
+    def test_zero_twice():
+        assert take(5, 0) + take(2, 0) == 7
+
+    def test_over():
+        with pytest.raises(ValueError):
+            take(5, 9)
+    """)
+
+
+async def test_unsolved_the_program_the_drafts_agree_with_beats_the_one_passing_the_most_tests(settings):
+    # Seen on the 1.5B (inventory.py): a wrong test expected remove(x, 0) not to raise, and the draft passing the
+    # most generated tests was wrong where the plain draft was right.
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:tests\]", "replies": [fence(TAKE_TESTS)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(TAKE_A), fence(TAKE_C), fence(TAKE_B)]}])
+    sandbox = LocalPytestSandbox()
+    solver = Solver(llm, sandbox, settings.model_copy(update={"drafts": 3, "max_depth": 0, "max_retries": 0}))
+    result, events = await solve(solver, root(TAKE_TASK))
+    assert not result.solved and result.code.strip() == TAKE_A.strip()
+    assert result.verdict == "not solved: the tests still fail after every attempt; the best code passed 2 of 4 tests"
+    note = "vote of 3 drafts over 3 programs on 4 observations: chose program 1 (draft), agreed with 9 times; the " \
+           "one passing the most tests, 6 times"
+    assert note in result.trace.notes and note in [e.message for e in events if e.kind == EventKind.TESTED]
+    # 3 drafts, the vote's run of all three, and the voted program against the tests for its verdict.
+    assert len(sandbox.runs) == 5
+
+
+async def test_the_vote_counts_no_crash_the_task_does_not_state(settings):
+    # The same drafts, but the task never names ValueError: raising it on 0 is then a crash, no vote, and the
+    # program passing the most tests stays the best.
+    task = TAKE_TASK.replace("raises `ValueError`", "fails")
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:tests\]", "replies": [fence(TAKE_TESTS)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(TAKE_A), fence(TAKE_C), fence(TAKE_B)]}])
+    solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 3, "max_depth": 0,
+                                                                          "max_retries": 0}))
+    result, _ = await solve(solver, root(task))
+    assert not result.solved and result.code.strip() == TAKE_C.strip()
+    assert any(n.startswith("vote of 3 drafts over 3 programs on 4 observations: kept program 2 (draft)")
+               for n in result.trace.notes), result.trace.notes
