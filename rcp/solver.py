@@ -31,8 +31,9 @@ The loop (issue 5):
 6. **Return** the best tested code with the tests it ran against and the trace.
 
 Wrong tests: small models miscompute expected values more often than they miswrite simple code (seen on the 1.5B:
-``assert word_count('This is a test.') == 3``). Voting: of the drafts, one sees the tests and the others only the task
-(a whole task's first draft is the task asked plainly, as one call to the model would be); an assert (or a
+``assert word_count('This is a test.') == 3``). Voting: a whole task's drafts are the task asked plainly, as one call
+to the model would be, first at the base temperature, then hotter; a part's first draft sees the tests and the others
+only the contract. An assert (or a
 ``pytest.raises`` block that did not raise) every distinct working draft fails with the same message (so they agree on
 one value the test does not expect) is dropped without asking the model (at most half the checks), and the draft in the
 largest group of drafts failing the same tests, times tests passed, is the one retried (CodeT's dual agreement). Later,
@@ -162,6 +163,7 @@ THIN_TESTS = 2  # contract tests with fewer checks than this get generated tests
 # runs on the 1.5B: three retries of 195 identical tokens). The attempt after a repeat is sampled hotter.
 REPEAT_TEMPERATURE_STEP = 0.35
 DRAFT_TEMPERATURE = 0.7  # drafts after the first are sampled this hot, so they can differ
+PLAIN_DRAFT_TEMPERATURE = 0.8  # a whole task's plain drafts after the first (as measured, see _draft_asks)
 MAX_RETRY_TEMPERATURE = 1.0
 AGAIN_SHARE = 0.2  # after a failed decomposition, a direct attempt is made again if this share of the time is left
 CHILD_TIME_SHARE = 0.8  # parts may use this share of the remaining time; the rest is kept for integration
@@ -977,17 +979,22 @@ class Solver:
         return best, tried[code_key(best.code)][1], tests
 
     def _draft_asks(self, t: _Task, tests: str) -> list[tuple[list[ChatMessage], float | None]]:
-        """The prompts and temperatures of the ``DRAFTS`` drafts: one with the tests in view; for a task without
-        contract, first the plain ask at the base temperature; the rest from the task alone, sampled hotter."""
-        asks: list[tuple[list[ChatMessage], float | None]] = [(prompts.code(t.spec, tests), None)]
+        """The prompts and temperatures of the ``DRAFTS`` drafts. A task without contract: the plain ask at the base
+        temperature, then the plain ask sampled hotter. A part: one with the tests in view, the rest from the
+        contract alone, sampled hotter."""
         if t.spec.contract is None and self.settings.drafts > 1:
             # Measured on the 1.5B: asked plainly, the model wrote a right matrix.py (10/10 hidden tests) while the
             # draft that saw the generated tests, all of square matrices, did not (9/10). The plain ask is what
-            # one call to the model gives; as a draft, it is tested and voted on like the others.
-            asks.insert(0, (prompts.plain(t.spec), None))
+            # one call to the model gives; as a draft, it is tested and voted on like the others. The other drafts
+            # are plain asks too: offline, 8 drafts each of 6 composite tasks graded by hidden tests, the vote of
+            # the plain draft and two hot plain ones chose programs passing 39 hidden tests; with a draft seeing
+            # the tests and a hot one of the [rcp:code] prompt instead (the earlier drafts), 36; the plain draft
+            # alone, 33. A draft seeing wrong tests follows them (inventory.py: remove(x, 0) not raising).
+            hot = max(self.llm.temperature, PLAIN_DRAFT_TEMPERATURE)
+            plain = prompts.plain(t.spec)
+            return [(plain, None)] + [(plain, hot)] * (self.settings.drafts - 1)
         hot = max(self.llm.temperature, DRAFT_TEMPERATURE)
-        asks += [(prompts.code(t.spec, ""), hot)] * (self.settings.drafts - len(asks))
-        return asks
+        return [(prompts.code(t.spec, tests), None)] + [(prompts.code(t.spec, ""), hot)] * (self.settings.drafts - 1)
 
     def _voted_out(self, t: _Task, tests: str, drafts: list[_Candidate]) -> str | None:
         """``tests`` without the asserts every draft fails with the same message, when at least two distinct

@@ -979,13 +979,13 @@ async def test_drafts_that_agree_against_a_check_drop_it_without_asking_the_mode
     assert [n for n in result.trace.notes if "drafts agree" in n] == [
         "2 drafts agree against 1 check(s), dropped: assert count_vowels('hello world') == 2 "
         "(AssertionError: assert 3 == 2 +  where 3 = count_vowels('hello world'))"]
-    # The first draft is the task asked plainly (the model's default system prompt, the task text alone); the
-    # second sees the tests; the third only the task, sampled hotter.
+    # Every draft is the task asked plainly (the model's default system prompt, the task text alone): the first at
+    # the base temperature, the others hotter. None sees the tests.
     code_asks = [p for p in llm.prompts if "[rcp:code]" in p[0].content]
-    assert [m.content for m in code_asks[0]] == [f"[rcp:code] {QWEN_SYSTEM}", "Write count_vowels(s)."]
-    assert "hello world" in code_asks[1][1].content and "hello world" not in code_asks[2][1].content
+    assert [[m.content for m in ask] for ask in code_asks] == [[f"[rcp:code] {QWEN_SYSTEM}",
+                                                                "Write count_vowels(s)."]] * 3
     code_calls = [c for c, p in zip(llm.calls, llm.prompts, strict=True) if "[rcp:code]" in p[0].content]
-    assert [c.temperature for c in code_calls] == [llm.temperature, llm.temperature, 0.7]
+    assert [c.temperature for c in code_calls] == [llm.temperature, 0.8, 0.8]
     messages = [e.message for e in events if e.kind == EventKind.ATTEMPT]
     assert "draft 3: the same code as an earlier draft" in messages
     # 2 drafts run, then both again without the dropped check (the first passes and wins).
