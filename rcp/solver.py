@@ -508,6 +508,7 @@ class _Task:
     # Every distinct program of a direct attempt, by code_key, in the order written: (code, is a draft). The
     # behaviour vote (Solver._vote) lets the drafts vote and scores every program by their votes.
     programs: dict[str, tuple[str, bool]] = field(default_factory=dict)
+    observed: dict[tuple[str, str], probe.Observed] = field(default_factory=dict)  # (tests, code_key) -> probe run
 
     def remaining(self) -> float:
         return self.deadline - asyncio.get_running_loop().time()
@@ -894,20 +895,15 @@ class Solver:
         drafts = sum(1 for _, is_draft in order if is_draft)
         if drafts < 2 or len(order) < 2:
             return
-        try:
-            probes = probe.probes(t.tests, self._names(t))
-        except AssemblyError as e:
-            t.trace.notes.append(f"vote: {e}")
+        agreed = await self._agreement(t, t.tests, [code for code, _ in order], drafts)
+        if agreed is None:
             return
-        timeout = max(1.0, min(self.settings.sandbox_timeout * 2, t.remaining()))
-        observed = await probe.observe(self.sandbox, t.spec.module, [code for code, _ in order], probes,
-                                       timeout=timeout)
-        scores = probe.agreement(observed, probes.positions, voters=drafts, errors=self._stated_exceptions(t))
+        scores, observations = agreed
         win = max(range(len(order)), key=lambda i: (scores[i], -i))
         code = order[win][0]
         kept = code_key(code) == code_key(best.code)
         was = next((scores[i] for i, (c, _) in enumerate(order) if code_key(c) == code_key(best.code)), None)
-        note = (f"vote of {drafts} drafts over {len(order)} programs on {len(probes.positions)} observations: "
+        note = (f"vote of {drafts} drafts over {len(order)} programs on {observations} observations: "
                 f"{'kept' if kept else 'chose'} program {win + 1} ({'draft' if order[win][1] else 'retry'}), "
                 f"agreed with {scores[win]} times" + ("" if kept or was is None else
                                                         f"; the one passing the most tests, {was} times"))
@@ -918,6 +914,28 @@ class Solver:
         cand, _ = await self._run_tests(t, code, t.tests, "the voted program", offer=False)
         cand.untested = tuple(unused_names(self._required(t), t.tests))
         t.best = cand
+
+    async def _agreement(self, t: _Task, tests: str, codes: list[str], voters: int) -> tuple[list[int], int] | None:
+        """Each program's agreement with the first ``voters`` (rcp.probe.agreement) on ``tests`` run as probes, and
+        how many observations there were; None when the tests cannot be probed."""
+        try:
+            probes = probe.probes(tests, self._names(t))
+        except AssemblyError as e:
+            t.trace.notes.append(f"vote: {e}")
+            return None
+        keys = [(tests, code_key(code)) for code in codes]
+        new = {k: code for k, code in zip(keys, codes, strict=True) if k not in t.observed}
+        if new:
+            timeout = max(1.0, min(self.settings.sandbox_timeout * 2, t.remaining()))
+            seen = await probe.observe(self.sandbox, t.spec.module, list(new.values()), probes, timeout=timeout)
+            t.observed.update(zip(new, seen, strict=True))
+        observed = [t.observed[k] for k in keys]
+        errors = [o.error for o in observed if o.error]
+        if len(errors) == len(observed):
+            t.trace.notes.append(f"vote: no program could be observed ({errors[0]})")
+            return None
+        scores = probe.agreement(observed, probes.positions, voters=voters, errors=self._stated_exceptions(t))
+        return scores, len(probes.positions)
 
     def _stated_exceptions(self, t: _Task) -> set[str]:
         """The exceptions the root task names: raising one of them is behaviour a draft may vote for."""
@@ -969,13 +987,18 @@ class Solver:
                     return again, "", tests
                 rerun.append(again)
             results = rerun
-        groups: dict[frozenset[str], int] = {}
-        for cand in results:
-            groups[cand.failing] = groups.get(cand.failing, 0) + 1
-        best = max(results, key=lambda c: (groups[c.failing] * c.run.passed, c.run.passed))
+        best = results[0]
         if len(results) > 1:
-            self._event(t, EventKind.ATTEMPT, f"{len(results)} drafts: the chosen one passed {best.run.passed} "
-                        f"tests, agreed with by {groups[best.failing]}")
+            # The draft retried is the one whose behaviour the drafts agree with most (see _vote), not the one
+            # passing the most tests: retries then mend the majority's program against its failures.
+            agreed = await self._agreement(t, tests, [c.code for c in results], len(results))
+            if agreed is not None:
+                scores, observations = agreed
+                win = max(range(len(results)), key=lambda i: (scores[i], -i))
+                best = results[win]
+                self._event(t, EventKind.ATTEMPT, f"{len(results)} drafts: draft {win + 1} is retried, its behaviour "
+                            f"agreed with {scores[win]} times on {observations} observations; it passed "
+                            f"{best.run.passed} tests")
         return best, tried[code_key(best.code)][1], tests
 
     def _draft_asks(self, t: _Task, tests: str) -> list[tuple[list[ChatMessage], float | None]]:

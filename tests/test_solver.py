@@ -1457,7 +1457,8 @@ async def test_unsolved_the_program_the_drafts_agree_with_beats_the_one_passing_
     note = "vote of 3 drafts over 3 programs on 4 observations: chose program 1 (draft), agreed with 9 times; the " \
            "one passing the most tests, 6 times"
     assert note in result.trace.notes and note in [e.message for e in events if e.kind == EventKind.TESTED]
-    # 3 drafts, the vote's run of all three, and the voted program against the tests for its verdict.
+    # 3 drafts, the vote's run of all three (choosing the one to retry; the end's vote reuses its observations),
+    # and the voted program against the tests for its verdict.
     assert len(sandbox.runs) == 5
 
 
