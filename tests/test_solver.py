@@ -1454,8 +1454,8 @@ async def test_unsolved_the_program_the_drafts_agree_with_beats_the_one_passing_
     result, events = await solve(solver, root(TAKE_TASK))
     assert not result.solved and result.code.strip() == TAKE_A.strip()
     assert result.verdict == "not solved: the tests still fail after every attempt; the best code passed 2 of 4 tests"
-    note = "vote of 3 drafts over 3 programs on 4 observations: chose program 1 (draft), agreed with 9 times; the " \
-           "one passing the most tests, 6 times"
+    note = "vote of 3 drafts over 3 programs on 4 observations: chose draft 1, agreed with 9 times; the best by " \
+           "tests, 6 times"
     assert note in result.trace.notes and note in [e.message for e in events if e.kind == EventKind.TESTED]
     # 3 drafts, the vote's run of all three (choosing the one to retry; the end's vote reuses its observations),
     # and the voted program against the tests for its verdict.
@@ -1473,5 +1473,5 @@ async def test_the_vote_counts_no_crash_the_task_does_not_state(settings):
                                                                           "max_retries": 0}))
     result, _ = await solve(solver, root(task))
     assert not result.solved and result.code.strip() == TAKE_C.strip()
-    assert any(n.startswith("vote of 3 drafts over 3 programs on 4 observations: kept program 2 (draft)")
+    assert any(n.startswith("vote of 3 drafts over 3 programs on 4 observations: kept draft 2")
                for n in result.trace.notes), result.trace.notes
