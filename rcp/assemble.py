@@ -533,7 +533,7 @@ def _parse_or_empty(text: str) -> ast.Module:
         return ast.Module(body=[], type_ignores=[])
 
 
-def _is_raises_call(node: ast.AST) -> bool:
+def is_raises_call(node: ast.AST) -> bool:
     """``pytest.raises(...)``, as a context manager or called with the function (``raises(E, f, x)``)."""
     return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "raises"
 
@@ -545,7 +545,7 @@ def _is_check(node: ast.AST) -> bool:
 
 def _is_raises_block(node: ast.AST) -> bool:
     """``with pytest.raises(...):`` (the check is that its body raises)."""
-    return isinstance(node, ast.With) and any(_is_raises_call(i.context_expr) for i in node.items)
+    return isinstance(node, ast.With) and any(is_raises_call(i.context_expr) for i in node.items)
 
 
 def drop_asserts(tests: str, lines: set[int]) -> str:
@@ -563,7 +563,7 @@ def drop_asserts(tests: str, lines: set[int]) -> str:
             continue
         spans = [(a.lineno, a.end_lineno or a.lineno) for a in hit]
         # Checks outside the cut ones: the remaining asserts, and pytest.raises in any form (``raises(E, f, x)``).
-        kept = [n for n in ast.walk(stmt) if (isinstance(n, ast.Assert) or _is_raises_call(n))
+        kept = [n for n in ast.walk(stmt) if (isinstance(n, ast.Assert) or is_raises_call(n))
                 and not any(a <= n.lineno <= b for a, b in spans)]
         if not kept:
             start = min([stmt.lineno] + [d.lineno for d in stmt.decorator_list])
@@ -625,7 +625,7 @@ def count_checks(tests: str) -> int:
     for node in ast.walk(tree):
         if isinstance(node, ast.Assert):
             n += 1
-        elif _is_raises_call(node):
+        elif is_raises_call(node):
             n += 1
     return n
 
@@ -643,8 +643,8 @@ def raises_counts(tests: str) -> Counter[tuple[str, str]]:
         calls: list[ast.AST] = []
         if _is_raises_block(node):
             calls = [c.func for stmt in node.body for c in ast.walk(stmt) if isinstance(c, ast.Call)]
-            raises = [i.context_expr for i in node.items if _is_raises_call(i.context_expr)]
-        elif _is_raises_call(node) and len(node.args) > 1:
+            raises = [i.context_expr for i in node.items if is_raises_call(i.context_expr)]
+        elif is_raises_call(node) and len(node.args) > 1:
             calls, raises = [node.args[1]], [node]
         else:
             continue
@@ -928,7 +928,7 @@ def task_examples(text: str, module: str, only: str | None = None) -> str:
         call, want = expr.left, expr.comparators[0]
         if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)) or (only and call.func.id != only):
             continue
-        if not all(_is_literal(node) for node in [*call.args, *(k.value for k in call.keywords), want]):
+        if not all(is_literal(node) for node in [*call.args, *(k.value for k in call.keywords), want]):
             continue
         line = f"assert {ast.unparse(expr)}"
         if line not in asserts:
@@ -945,7 +945,7 @@ def task_examples(text: str, module: str, only: str | None = None) -> str:
             f"def test_examples_from_the_task():\n" + "\n".join(body) + "\n")
 
 
-def _is_literal(node: ast.AST) -> bool:
+def is_literal(node: ast.AST) -> bool:
     try:
         ast.literal_eval(node)
         return True
@@ -1025,7 +1025,7 @@ def _error_examples(text: str) -> list[tuple[str, str, str]]:
                     node = ast.parse(span.strip(), mode="eval").body
                 except SyntaxError:
                     continue
-                if _is_literal(node):
+                if is_literal(node):
                     out.append((raised[0], name, f"{name}({ast.unparse(node)})"))
     return out
 

@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from rcp.assemble import AssemblyError, parse
+from rcp.assemble import AssemblyError, is_literal, is_raises_call, parse
 from rcp.sandbox import Sandbox
 
 PROBE_FILE = "_rcp_probes.py"
@@ -173,14 +173,6 @@ class Probes:
     tests: dict[str, str] = field(default_factory=dict)  # each probed test function's own source, as written
 
 
-def _literal(node: ast.AST) -> bool:
-    try:
-        ast.literal_eval(node)
-        return True
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return False
-
-
 def _approx(node: ast.AST) -> bool:
     return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "approx"
             and isinstance(node.func.value, ast.Name) and node.func.value.id == "pytest")
@@ -203,9 +195,7 @@ def _observe(expr: ast.expr) -> ast.stmt:
 
 
 def _is_raises(item: ast.withitem) -> bool:
-    call = item.context_expr
-    return (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.func.attr == "raises"
-            and isinstance(call.func.value, ast.Name) and call.func.value.id == "pytest")
+    return is_raises_call(item.context_expr)
 
 
 class _Rewrite:
@@ -229,7 +219,7 @@ class _Rewrite:
         if isinstance(stmt, ast.Assert):
             test = stmt.test
             if isinstance(test, ast.Compare) and len(test.ops) == 1:
-                sides = [s for s in (test.left, test.comparators[0]) if not _literal(s) and not _approx(s)]
+                sides = [s for s in (test.left, test.comparators[0]) if not is_literal(s) and not _approx(s)]
                 if isinstance(test.ops[0], ast.In | ast.NotIn):
                     sides = [test]  # membership: the truth is the observation, the container may be unordered
             else:
