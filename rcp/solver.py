@@ -35,8 +35,8 @@ Wrong tests: small models miscompute expected values more often than they miswri
 to the model would be, first at the base temperature, then hotter; a part's first draft sees the tests and the others
 only the contract. An assert (or a
 ``pytest.raises`` block that did not raise) every distinct working draft fails with the same message (so they agree on
-one value the test does not expect) is dropped without asking the model (at most half the checks), and the draft in the
-largest group of drafts failing the same tests, times tests passed, is the one retried (CodeT's dual agreement). Later,
+one value the test does not expect) is dropped without asking the model (at most half the checks), and the draft whose
+behaviour the drafts agree with most (the behaviour vote, below) is the one retried. Later,
 when the same assert fails the same way for two attempts, a ``[rcp:review]`` call judges it; an assert judged wrong is
 dropped (at most a third of a test file's checks, never all). That includes a check whose call raised inside the code
 the same way twice (a test may feed an input the task never defines, as a ragged matrix to ``multiply``); such crashes
@@ -505,9 +505,10 @@ class _Task:
     direct_tried: bool = False
     dropped: int = 0  # test checks judged wrong and removed from the leaf's tests
     plan_tests: str = ""  # the plan's part tests that use other parts: run at integration
-    # Every distinct program of a direct attempt, by code_key, in the order written: (code, is a draft). The
-    # behaviour vote (Solver._vote) lets the drafts vote and scores every program by their votes.
-    programs: dict[str, tuple[str, bool, str]] = field(default_factory=dict)  # + a label for the trace
+    # Every distinct program of a direct attempt (and an integrated module), by code_key, in the order written:
+    # (code, is a draft, a label for the trace). The behaviour vote (Solver._vote) lets the drafts vote and scores
+    # every program by their votes.
+    programs: dict[str, tuple[str, bool, str]] = field(default_factory=dict)
     observed: dict[tuple[str, str], probe.Observed] = field(default_factory=dict)  # (tests, code_key) -> probe run
     ballot: tuple[str, ...] = ()  # what the last vote decided on: tests, the best's code_key, the programs
 
@@ -953,8 +954,8 @@ class Solver:
         """The first attempt: ``DRAFTS`` programs, each run against the tests (asked as ``_draft_asks`` says: the
         ones that do not see the tests are not steered by a wrong expected value). Checks that every distinct
         working draft fails the same way (they agree on a value the test does not expect) are dropped as wrong
-        tests; then the draft the most drafts agree with wins (CodeT's score: drafts failing the same tests times
-        tests passed). Returns it, its failure text and the tests."""
+        tests; then the draft whose behaviour the drafts agree with most wins (``_agreement``, as in ``_vote``).
+        Returns it, its failure text and the tests."""
         results: list[_Candidate] = []
         failure = ""
         for n, (messages, temperature) in enumerate(self._draft_asks(t, tests), 1):
@@ -1002,9 +1003,10 @@ class Solver:
                 scores, observations = agreed
                 win = max(range(len(results)), key=lambda i: (scores[i], -i))
                 best = results[win]
-                self._event(t, EventKind.ATTEMPT, f"{len(results)} drafts: draft {win + 1} is retried, its behaviour "
-                            f"agreed with {scores[win]} times on {observations} observations; it passed "
-                            f"{best.run.passed} tests")
+                label = t.programs[code_key(best.code)][2]
+                self._event(t, EventKind.ATTEMPT, f"{len(results)} drafts: {label} is retried, its behaviour agreed "
+                            f"with {scores[win]} times on {observations} observations; it passed {best.run.passed} "
+                            "tests")
         return best, tried[code_key(best.code)][1], tests
 
     def _draft_asks(self, t: _Task, tests: str) -> list[tuple[list[ChatMessage], float | None]]:
