@@ -516,6 +516,11 @@ class _Task:
         return self.deadline - asyncio.get_running_loop().time()
 
     def offer(self, cand: _Candidate) -> None:
+        # After a behaviour vote, only a solution replaces its choice: a later program passing more of the same
+        # (possibly wrong) tests is what the vote was for. Seen on the 1.5B (inventory.py): a second direct attempt
+        # ran out of time before its own vote.
+        if self.ballot and not cand.solved:
+            return
         if self.best is None or cand.score > self.best.score:
             self.best = cand
 

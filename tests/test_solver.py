@@ -1475,3 +1475,22 @@ async def test_the_vote_counts_no_crash_the_task_does_not_state(settings):
     assert not result.solved and result.code.strip() == TAKE_C.strip()
     assert any(n.startswith("vote of 3 drafts over 3 programs on 4 observations: kept draft 2")
                for n in result.trace.notes), result.trace.notes
+
+
+def test_after_a_vote_only_a_solution_replaces_the_voted_best():
+    from rcp.records import TestRun
+    from rcp.solver import _Candidate, _Task  # the bookkeeping itself: no path reaches this quickly
+
+    def cand(code: str, passed: int, failed: int) -> _Candidate:
+        return _Candidate(code=code, tests="t", run=TestRun(passed=passed, failed=failed, exit_code=int(failed > 0)))
+
+    t = _Task(spec=root("x"), emit=lambda e: None, trace=TraceNode(task_id="a", goal="x"), started=0.0, deadline=1.0,
+              calls_budget=1, calls_left=1)
+    t.offer(cand("a", 1, 3))
+    t.offer(cand("b", 3, 1))  # before any vote, more tests passed is better
+    assert t.best.code == "b"
+    t.best, t.ballot = cand("voted", 2, 2), ("tests", "voted")
+    t.offer(cand("c", 3, 1))  # after it, passing more of the same tests is not
+    assert t.best.code == "voted"
+    t.offer(cand("d", 4, 0))  # a solution is
+    assert t.best.code == "d"
