@@ -274,11 +274,12 @@ BUILTIN_EXCEPTIONS = frozenset(name for name, value in vars(builtins).items()
 
 
 def clean_module(code: str, module: str, keep: Collection[str] = ()) -> str:
-    """A generated module without what does not belong in it: self-imports, main blocks, test functions, and
-    classes that shadow a built-in exception (unless named in ``keep``: the task asked for that name)."""
+    """A generated module without what does not belong in it: self-imports, main blocks, test functions,
+    classes that shadow a built-in exception (unless named in ``keep``: the task asked for that name), and
+    example usage after the last definition (see ``_example_usage``)."""
     tree = parse(code)
     lines = code.splitlines(keepends=True)
-    drop: list[ast.stmt] = []
+    drop: list[ast.stmt] = _example_usage(tree)
     for stmt in tree.body:
         if _is_main_guard(stmt):
             drop.append(stmt)
@@ -298,16 +299,57 @@ def clean_module(code: str, module: str, keep: Collection[str] = ()) -> str:
     return re.sub(r"\n{3,}\n", "\n\n\n", "".join(lines)).strip() + "\n"
 
 
+def _example_usage(tree: ast.Module) -> list[ast.stmt]:
+    """The statements after a module's last function or class that call what it defines (or what such a statement
+    bound) and bind nothing a definition reads: the "# Example usage" a model appends. Measured on the 1.5B
+    (shortener.py, bench): the module ended with ``shortener = URLShortener()`` and
+    ``print(shortener.expand("12345"))``, which raised KeyError on import, so every test, and every hidden test,
+    failed at collection. A statement that binds a name a definition reads (a default instance) is kept, and so is
+    one without a call (an alias, a constant)."""
+    kinds = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+    defs = [i for i, stmt in enumerate(tree.body) if isinstance(stmt, kinds)]
+    if not defs:
+        return []
+    example = {tree.body[i].name for i in defs}  # what the module defines, then what example usage binds
+    used_by_defs = set().union(*(_globals_read(tree.body[i]) for i in defs))
+    out = []
+    for stmt in tree.body[defs[-1] + 1:]:
+        if _is_main_guard(stmt) or isinstance(stmt, ast.Import | ast.ImportFrom) or _is_docstring(stmt):
+            continue
+        names = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name)}
+        bound = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        calls = any(isinstance(n, ast.Call) for n in ast.walk(stmt))  # an alias (`decode = decode_base62`) stays
+        if calls and names & example and not bound & used_by_defs:
+            out.append(stmt)
+            example |= bound
+    return out
+
+
+def _globals_read(node: ast.AST) -> set[str]:
+    """Names a definition may read from the module: those it loads that no function of it binds locally."""
+    loads = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    local: set[str] = set()
+    declared: set[str] = set()
+    for fn in ast.walk(node):
+        if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            local |= {a.arg for a in ast.walk(fn.args) if isinstance(a, ast.arg)}
+            local |= {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        elif isinstance(fn, ast.Global | ast.Nonlocal):
+            declared |= set(fn.names)
+    return (loads - local) | declared
+
+
 # --- tests --------------------------------------------------------------------------------------------------
 
 
-def normalize_tests(tests: str, module: str, names: Sequence[str] = ()) -> str:
+def normalize_tests(tests: str, module: str, names: Sequence[str] = (), methods: Collection[str] = ()) -> str:
     """Make a test file import from ``module``, whatever module name the model imagined.
 
     ``from solution import f`` becomes ``from <module> import f`` and ``import solution`` becomes
     ``import <module> as solution`` (any module that is neither stdlib nor pytest is taken to mean ours, because
-    the sandbox has nothing else installed). Names in ``names`` used but never bound get ``from <module> import``,
-    and ``pytest`` gets imported when used.
+    the sandbox has nothing else installed). Built-ins and ``methods`` (names the task gives as methods only) are
+    never imported from the module. Names in ``names`` used but never bound get ``from <module> import``, and
+    ``pytest`` gets imported when used.
     """
     tree = parse(tests, "tests")
     lines = tests.splitlines(keepends=True)
@@ -317,7 +359,10 @@ def normalize_tests(tests: str, module: str, names: Sequence[str] = ()) -> str:
                 stmt.module == module or not _is_known_module(stmt.module or "")):
             # A built-in imported from the module (measured on the 1.5B: `from bank import Bank, ValueError`)
             # makes every correct module fail at collection, and steers the model to define its own ValueError.
-            keep = [a for a in stmt.names if a.name not in BUILTIN_NAMES or a.name in names]
+            # So does a method imported as if it were a function (measured on the 1.5B, shortener.py: `from
+            # shortener import URLShortener, shorten, expand`; every draft failed every run at collection).
+            keep = [a for a in stmt.names
+                    if (a.name not in BUILTIN_NAMES and a.name not in methods) or a.name in names]
             if stmt.module != module or len(keep) < len(stmt.names):
                 new = ast.unparse(ast.ImportFrom(module=module, names=keep, level=0)) if keep else ""
         elif isinstance(stmt, ast.Import) and any(not _is_known_module(a.name) and a.name != module

@@ -286,6 +286,13 @@ def small_task(text: str) -> str:
     return f"the task names {len(names)} function{'s' if len(names) > 1 else ''}{where}"
 
 
+def task_methods(text: str) -> set[str]:
+    """The names a task gives only as methods (```name(self...```), never as a function of the module."""
+    methods = set(re.findall(r"`(?:def\s+)?([A-Za-z_]\w*)\s*\(\s*self\b", text))
+    functions = set(re.findall(r"`(?:def\s+)?([A-Za-z_]\w*)\s*\((?!\s*self\b)", text))
+    return methods - functions
+
+
 def one_class(text: str) -> str:
     """Why a task is one class and nothing to split ('' when it is not): it names one class, at most
     ``SMALL_TASK_NAMES`` functions, and every one of them in backticks as a method (```name(self...```)."""
@@ -726,7 +733,7 @@ class Solver:
         base = ""
         if c is not None and c.tests.strip():
             try:
-                base = normalize_tests(c.tests, spec.module, names)
+                base = normalize_tests(c.tests, spec.module, names, task_methods(spec.root_task))
             except AssemblyError as e:
                 t.trace.notes.append(f"contract tests unusable: {e}")
         thin = count_checks(base) < THIN_TESTS
@@ -773,7 +780,8 @@ class Solver:
         """The test file in a reply, importing from the module, without the tests that use a sibling part (this
         part is tested alone: its siblings are not in the module, see validate_plan), and the siblings it used."""
         c = t.spec.contract
-        gen = normalize_tests(prompts.parse_code_reply(reply, want_tests=True), t.spec.module, [c.name] if c else [])
+        gen = normalize_tests(prompts.parse_code_reply(reply, want_tests=True), t.spec.module, [c.name] if c else [],
+                              task_methods(t.spec.root_task))
         if used := {n for n in sibling_names(t.spec) if references(gen, n)}:
             gen = split_tests(gen, used)[0]
         return gen, used

@@ -231,6 +231,58 @@ def test_clean_module_drops_tests_main_and_self_imports():
     assert "arith" not in out and "__main__" not in out
 
 
+def test_clean_module_drops_example_usage_after_the_last_definition():
+    # The 1.5B's shortener.py (bench): its example usage raised KeyError on import, failing every test.
+    code = d("""
+        import itertools
+
+        class URLShortener:
+            def __init__(self):
+                self.by_code = {}
+
+            def expand(self, code):
+                return self.by_code[code]
+
+        def default_shortener():
+            return DEFAULT
+
+        # Example usage
+        shortener = URLShortener()
+        print(shortener.expand("12345"))
+        DEFAULT = URLShortener()
+        for url in ["https://a.example"]:
+            print(shortener.expand(url))
+        first, second = shortener.expand("1"), 2
+        print(first)
+        ALPHABET = "0123456789"
+        expand_default = default_shortener
+        print(next(itertools.count()))
+        """)
+    out = clean_module(code, "shortener")
+    scope: dict = {}
+    exec(out, scope)  # imports cleanly: no KeyError
+    assert "shortener.expand" not in out and "shortener = " not in out
+    # Kept: what a definition reads (DEFAULT), an alias, a constant, and a call of nothing the module defines.
+    for line in ("DEFAULT = URLShortener()", 'ALPHABET = "0123456789"', "expand_default = default_shortener",
+                 "print(next(itertools.count()))"):
+        assert line in out
+    assert isinstance(scope["default_shortener"](), scope["URLShortener"])
+
+
+def test_normalize_tests_never_imports_a_method_from_the_module():
+    tests = d("""
+        from shortener import encode_base62, URLShortener, shorten, expand
+
+        def test_shorten():
+            assert URLShortener().shorten("http://a") == "1"
+        """)
+    out = normalize_tests(tests, "shortener", methods={"shorten", "expand"})
+    assert "from shortener import encode_base62, URLShortener\n" in out
+    # A part whose contract is a method's name (a plan may make one a function) still imports it.
+    out = normalize_tests(tests, "shortener", ["shorten"], methods={"shorten", "expand"})
+    assert "from shortener import encode_base62, URLShortener, shorten\n" in out
+
+
 # --- signatures -----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("signature", [

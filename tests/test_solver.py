@@ -37,6 +37,7 @@ from rcp.solver import (
     states_error,
     subtree_calls,
     subtree_tokens,
+    task_methods,
     test_counts,
     validate_plan,
 )
@@ -1044,6 +1045,53 @@ async def test_drafts_agree_against_a_raises_check_and_a_builtin_imported_from_t
     assert "from acct import take, name\n" in result.tests
     assert [n for n in result.trace.notes if "drafts agree" in n][0].startswith(
         "2 drafts agree against 1 check(s), dropped: with pytest.raises(KeyError):\n    name(\"bob\")")
+
+
+CODES_TASK = ("Write a Python module codes.py with `encode(n: int) -> str`: returns str(n); and a class `Store` with "
+              "`add(self, url: str) -> str`: the code of a new url (1, 2, ...), and `get(self, code: str) -> str`: "
+              "the url of a code, KeyError for an unknown code.")
+CODES = d("""
+    def encode(n):
+        return str(n)
+
+
+    class Store:
+        def __init__(self):
+            self.urls = {}
+
+        def add(self, url):
+            code = encode(len(self.urls) + 1)
+            self.urls[code] = url
+            return code
+
+        def get(self, code):
+            return self.urls[code]
+    """)
+
+
+async def test_a_method_imported_by_the_tests_and_example_usage_in_the_module_are_dropped(settings):
+    # Both seen on the 1.5B (shortener.py, bench): tests importing the methods `shorten` and `expand` from the module,
+    # and a module whose example usage raised KeyError on import. Every run failed at collection.
+    tests = d("""
+        import pytest
+        from codes import encode, Store, add, get
+
+        def test_store():
+            s = Store()
+            assert s.add("http://a") == "1"
+            assert s.get("1") == "http://a"
+            assert encode(7) == "7"
+        """)
+    usage = CODES + '\n# Example usage\nstore = Store()\nprint(store.get("12345"))\n'
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:tests\]", "replies": [fence(tests)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(usage)]}])
+    solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 1, "max_depth": 0}))
+    result, _ = await solve(solver, root(CODES_TASK))
+    assert result.solved, result.verdict
+    assert "from codes import encode, Store\n" in result.tests
+    assert "print" not in result.code and "class Store" in result.code
+    assert task_methods(CODES_TASK) == {"add", "get"}
 
 
 async def test_a_failed_decomposition_with_time_left_is_followed_by_more_direct_attempts(settings):
