@@ -266,6 +266,48 @@ def probes(tests: str, names: Sequence[str] = ()) -> Probes:
     return Probes(ast.unparse(ast.fix_missing_locations(tree)) + "\n", positions, functions, sources)
 
 
+def check_probes(tests: str, lines: Collection[int], names: Sequence[str] = ()) -> tuple[Probes, dict[int, tuple[
+        Position, frozenset[str]]]]:
+    """Probes that tell whether each check at ``lines`` (a statement of a test function's own body: an assert or a
+    ``with pytest.raises`` block) holds for a program, each in a test function of its own: the statements before
+    it, then the check. Returns the probes and, per line, the position of the check and the observations that
+    mean it holds (``'True'``; ``'raise:E'`` for a raises block of ``E``). A line that is no such check is left
+    out. Other drafts' pytest runs cannot tell this: a test function stops at its first failing check."""
+    tree = parse(tests, "tests")
+    head = [stmt for stmt in tree.body if not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef)]
+    body: list[ast.stmt] = list(head)
+    wanted: dict[str, tuple[int, frozenset[str]]] = {}
+    for fn in tree.body:
+        if not isinstance(fn, ast.FunctionDef) or not fn.name.startswith("test") or fn.decorator_list or \
+                fn.args.args or fn.args.posonlyargs or fn.args.kwonlyargs:
+            continue
+        for i, stmt in enumerate(fn.body):
+            if stmt.lineno not in lines:
+                continue
+            if isinstance(stmt, ast.Assert):
+                check: ast.stmt = ast.Assert(test=ast.Compare(ast.Call(ast.Name("bool", ast.Load()), [stmt.test], []),
+                                                              [ast.Is()], [ast.Constant(True)]))
+                holds = frozenset({"True"})
+            elif isinstance(stmt, ast.With) and len(stmt.items) == 1 and _is_raises(stmt.items[0]):
+                call = stmt.items[0].context_expr
+                assert isinstance(call, ast.Call)
+                kinds = call.args[0].elts if call.args and isinstance(call.args[0], ast.Tuple) else call.args[:1]
+                holds = frozenset(f"raise:{ast.unparse(k).rpartition('.')[2]}" for k in kinds)
+                check = stmt
+            else:
+                continue
+            name = f"test_rcp_check_{stmt.lineno}"
+            wanted[name] = (stmt.lineno, holds)
+            body.append(ast.FunctionDef(name=name, args=fn.args, body=[*fn.body[:i], check], decorator_list=[],
+                                        returns=None, type_params=[]))
+    tree.body = body
+    if not wanted:
+        return Probes("", [], 0), {}
+    probe = probes(ast.unparse(ast.fix_missing_locations(tree)) + "\n", names)
+    last = {pos.test: pos for pos in probe.positions}  # a check's own observation is its function's last
+    return probe, {wanted[test][0]: (pos, wanted[test][1]) for test, pos in last.items() if test in wanted}
+
+
 Observations = dict[str, list[str]]  # test function -> what it recorded, in order
 
 

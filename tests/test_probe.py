@@ -76,6 +76,17 @@ async def test_observe_records_values_raised_errors_loops_and_broken_imports_per
     assert loops.at(p.positions[1]) is None
 
 
+async def test_check_probes_tell_whether_each_check_holds_though_an_earlier_check_fails():
+    # WRONG_F fails `9 == f(3)` (line 7): in pytest that ends test_f, so its raises check (line 8) is never reached.
+    p, checks = probe.check_probes(TESTS, {7, 8, 12, 99}, ["f", "g"])
+    assert sorted(checks) == [7, 8]  # line 12 is the setup `xs = g(...)`, line 99 nothing: no checks
+    assert checks[8][1] == {"raise:ValueError"} and checks[7][1] == {"True"}
+    obs = await probe.observe(LocalPytestSandbox(), "mm", [RIGHT, WRONG_F, LOOPS], p, timeout=60)
+    holds = {line: [o.at(pos) in want for o in obs] for line, (pos, want) in checks.items()}
+    assert holds == {7: [True, False, False], 8: [True, False, False]}
+    assert probe.check_probes(TESTS, {12}) == (probe.Probes("", [], 0), {})
+
+
 async def test_agreement_scores_the_majority_behaviour_highest_overall_and_per_name():
     p, obs = await _observed([RIGHT, WRONG_F, RIGHT.replace("sorted(xs)", "list(sorted(xs))"), LOOPS, BROKEN])
     scores = probe.agreement(obs, p.positions)
