@@ -41,7 +41,8 @@ when the same assert fails the same way for two attempts, a ``[rcp:review]`` cal
 dropped (at most a third of a test file's checks, never all). That includes a check whose call raised inside the code
 the same way twice (a test may feed an input the task never defines, as a ragged matrix to ``multiply``); such crashes
 never count as votes. Neither a vote nor a review drops the last checks of a function or method the task names, and no
-review drops a check that a function raises an error the task states for it (``states_error``). A parent re-judges any
+review drops a check that a function raises an error the task states for it (``states_error``) or one that more than
+half of the task's drafts pass, each probed alone (``_backed``). A parent re-judges any
 contract check its child dropped before accepting the child, and amends the contract only if it agrees.
 
 Behaviour vote: when a direct attempt ends with no program passing its tests, every program it wrote runs the tests
