@@ -680,8 +680,10 @@ async def burst(swarm: Swarm, conn, count: int) -> tuple[list, list, float]:
                for b in busy), busy
     assert all(s.result.solved for s in done), [s.result.verdict for s in done]
     for s in done:  # every root really decomposed and delegated, so parents waited on children elsewhere
-        assert len(s.result.trace.children) == 2 and any(c.node != s.result.trace.node
-                                                         for c in s.result.trace.children)
+        # Two parts; under this load a part may be tried twice (a delegation that failed falls back: seen in CI, a
+        # third child of the same goal), so the parts are counted by goal.
+        assert len({c.goal for c in s.result.trace.children}) == 2 and any(c.node != s.result.trace.node
+                                                                           for c in s.result.trace.children)
     deadline = time.monotonic() + 10
     while True:  # nothing left running anywhere: no stuck parent, no orphaned part
         infos = [await conn.rpc.info(p.peer_id) for p in await fetch_peers(conn.dht)]
