@@ -287,9 +287,14 @@ def small_task(text: str) -> str:
     return f"the task names {len(names)} function{'s' if len(names) > 1 else ''}{where}"
 
 
+def _methods_in_task(text: str) -> set[str]:
+    """The names a task writes in backticks as methods (```name(self...```)."""
+    return set(re.findall(r"`(?:def\s+)?([A-Za-z_]\w*)\s*\(\s*self\b", text))
+
+
 def task_methods(text: str) -> set[str]:
     """The names a task gives only as methods (```name(self...```), never as a function of the module."""
-    methods = set(re.findall(r"`(?:def\s+)?([A-Za-z_]\w*)\s*\(\s*self\b", text))
+    methods = _methods_in_task(text)
     functions = set(re.findall(r"`(?:def\s+)?([A-Za-z_]\w*)\s*\((?!\s*self\b)", text))
     return methods - functions
 
@@ -298,7 +303,7 @@ def one_class(text: str) -> str:
     """Why a task is one class and nothing to split ('' when it is not): it names one class, at most
     ``SMALL_TASK_NAMES`` functions, and every one of them in backticks as a method (```name(self...```)."""
     names = set(named_in_task(text)) - set(_classes_in_task(text))
-    methods = set(re.findall(r"`(?:def\s+)?([A-Za-z_]\w*)\s*\(\s*self\b", text))
+    methods = _methods_in_task(text)
     classes = _component_classes(text)
     if len(classes) != 1 or not names or len(names) > SMALL_TASK_NAMES or not names <= methods:
         return ""
