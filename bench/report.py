@@ -127,6 +127,10 @@ def _pct(v) -> str:
 def markdown(results: dict) -> str:
     lines = ["# rcp benchmark", ""]
     for run in results.get("runs", []):
+        if "regraded" in run:  # no model ran: the kept code was graded again with today's hidden tests
+            lines.append(f"- regrade {run.get('started', '?')}: `{run.get('command', '')}` · "
+                         f"{run['regraded']} result(s) changed grade")
+            continue
         lines.append(f"- run {run.get('started', '?')}: `{run.get('command', '')}` · model {run.get('model', '?')} · "
                      f"load {run.get('load_avg_1min', '?')}")
     lines += ["", "## Quality", "", "Counts and medians are over the tasks every arm of a suite ran; the per-task "

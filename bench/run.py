@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "every node's attempts) to TRACES/<suite>-<task>-<arm>.json")
     p.add_argument("--merge", nargs="+", type=Path, metavar="FILE", help="merge result files into one report "
                    "(no measuring)")
+    p.add_argument("--regrade", type=Path, metavar="FILE", help="grade the code kept in a result file again with "
+                   "today's hidden tests, into a new report (no model runs; after a hidden test was made stricter)")
     add_settings_arguments(p, TUNABLE)
     return p
 
@@ -224,6 +226,40 @@ async def quality(r: Run) -> None:
         await sandbox.close()
 
 
+async def regrade(doc: dict, sandbox) -> int:
+    """Grade every composite row's kept code again with the current hidden tests (in place); the number changed.
+
+    Only grades move: tokens, seconds and the code are what the run measured. The run list records the regrade.
+    """
+    from bench.grading import grade_composite
+
+    changed = 0
+    for arm, data in (doc.get("quality", {}).get("composite", {}).get("arms") or {}).items():
+        for row in data.get("rows", []):
+            g = await grade_composite(sandbox, composite.load(row["task"]), row.get("code", ""))
+            before = (row["passed"], row["total"])
+            row.update(solved=g.solved, passed=g.passed, failed=g.failed, total=g.total)
+            row.pop("grade_output", None)
+            if not g.solved:
+                row["grade_output"] = g.output_tail[-300:]
+            if before != (g.passed, g.total):
+                changed += 1
+                logger.info("[%s] %s: %d/%d -> %d/%d hidden tests", arm, row["task"], *before, g.passed, g.total)
+    doc["runs"].append({"started": datetime.datetime.now().isoformat(timespec="seconds"),
+                        "command": "python -m bench " + shlex.join(sys.argv[1:]), "regraded": changed})
+    return changed
+
+
+async def _regrade_in_docker(doc: dict, settings: Settings) -> int:
+    from rcp.sandbox import DockerSandbox, SandboxLimits
+
+    sandbox = await DockerSandbox.create(settings.sandbox_image, SandboxLimits.from_settings(settings))
+    try:
+        return await regrade(doc, sandbox)
+    finally:
+        await sandbox.close()
+
+
 async def _rpc(swarm) -> dict:
     from bench import rpc_latency
 
@@ -293,6 +329,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     for name in ("hivemind", "rcp"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    if args.regrade:
+        doc = report.load(args.regrade)
+        changed = asyncio.run(_regrade_in_docker(doc, load_settings({})))
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        write_outputs(doc, args.out, args.out / f"regraded-{stamp}.json")
+        print(report.markdown(doc))
+        print(f"bench: {changed} composite result(s) changed grade", file=sys.stderr)
+        return 0
     if args.merge:
         docs = [report.load(p) for p in args.merge]
         merged = report.merge(docs)

@@ -230,3 +230,19 @@ def test_quick_preset_and_overrides():
     assert full.arms == ["single", "swarm"] and full.only == ["quality"] and full.humaneval_step == 4
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--arms", "solo"])
+
+
+async def test_regrade_grades_kept_code_again_and_counts_changes():
+    ref = tasks.load("intervals").reference
+    doc = report.empty()
+    doc["quality"]["composite"]["arms"]["swarm"] = {"model": "m", "rows": [
+        dict(_row("intervals", 0, 10, solved=False), code=ref, passed=3, failed=6, total=9),  # graded before a fix
+        dict(_row("bank", 0, 10), code="x = 1\n", passed=9, failed=0, total=9)]}  # its test got stricter
+    assert await bench_run.regrade(doc, LocalPytestSandbox()) == 2
+    rows = {r["task"]: r for r in doc["quality"]["composite"]["arms"]["swarm"]["rows"]}
+    n = count_tests(tasks.load("intervals").hidden_tests)
+    assert rows["intervals"]["solved"] and (rows["intervals"]["passed"], rows["intervals"]["total"]) == (n, n)
+    assert not rows["bank"]["solved"] and rows["bank"]["passed"] == 0 and "grade_output" in rows["bank"]
+    assert doc["runs"][-1]["regraded"] == 2
+    assert "2 result(s) changed grade" in report.markdown(report.refresh(doc))
+    assert await bench_run.regrade(doc, LocalPytestSandbox()) == 0

@@ -26,6 +26,8 @@ def test_total_length():
     assert total_length([(1, 3), (2, 5), (10, 11)]) == 5
     assert total_length([]) == 0
     assert total_length([(4, 4)]) == 0
+    assert total_length([(0, 10)]) == 10
+    assert total_length([(1, 2), (5, 9)]) == 5
 
 
 def test_gaps_basic():
