@@ -79,3 +79,14 @@ def test_non_positive_amounts():
     with pytest.raises(ValueError):
         bank.withdraw(a, -5)
     assert bank.balance(a) == 10
+
+
+def test_transfer_non_positive_amount():
+    bank = Bank()
+    a, b = bank.open_account("ann"), bank.open_account("bob")
+    bank.deposit(a, 10)
+    with pytest.raises(ValueError):
+        bank.transfer(a, b, -5)
+    with pytest.raises(ValueError):
+        bank.transfer(a, b, 0)
+    assert (bank.balance(a), bank.balance(b)) == (10, 0)
