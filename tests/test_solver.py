@@ -1247,6 +1247,26 @@ def test_stated_errors_are_read_from_the_bullets_of_a_task():
     assert stated_errors(text)[0][2] == "`__init__(self, size: int)`: `ValueError` if `size < 1`."
 
 
+def test_a_rule_for_every_method_taking_a_parameter_applies_to_each_method_with_it():
+    text = d("""\
+        Write a module m.py with a class `Bank`:
+
+        - `deposit(self, account: int, amount: int) -> int`: adds `amount`.
+        - `transfer(self, src: int, dst: int, amount: int, memo: dict[str, int] = {}) -> None`: `ValueError` if same.
+        - `balance(self, account: int) -> int`: the balance.
+
+        Every method taking an account number raises `KeyError` for an unknown account, and every method taking an
+        `amount` raises `ValueError` if it is not positive. Every function with `memo` raises `TypeError` at times.
+        """)
+    rule = "every method taking an `amount` raises `ValueError` if it is not positive."
+    # No backticked parameter, no rule (account number); the rule's scope ends at the next rule or the sentence.
+    assert stated_errors(text) == [("transfer", "ValueError", "`transfer(self, src: int, dst: int, amount: int, memo: "
+                                    "dict[str, int] = {}) -> None`: `ValueError` if same."),
+                                   ("deposit", "ValueError", rule), ("transfer", "ValueError", rule),
+                                   ("transfer", "TypeError", "Every function with `memo` raises `TypeError` at "
+                                                             "times.")]
+
+
 DIV = "def div(a, b):\n    return a / b\n"
 SAFE_DIV = "def div(a, b):\n    if b == 0:\n        raise ValueError('b is 0')\n    return a / b\n"
 DIV_TASK = "Write a module m.py with:\n\n- `div(a: float, b: float) -> float`: a / b; raises `ValueError` if `b` is 0."
@@ -1316,6 +1336,33 @@ async def test_each_case_of_a_stated_error_gets_a_check(settings):
     assert "- `take` raises `ValueError`, 2 cases, one test each: `take(stock" in asked[0]
     assert "writing checks of 1 stated error(s): take raises ValueError (2 cases)" in [e.message for e in events]
     assert result.solved and "take(5, 0)" in result.tests and result.code.strip() == SAFE_TAKE.strip()
+
+
+PAY_TASK = ("Write a module m.py with:\n\n- `pay(src: int, dst: int, amount: int) -> int`: what is left; raises "
+            "`ValueError` if `src == dst`.\n\nEvery function taking an `amount` raises `ValueError` if it is not "
+            "positive.")
+PAY = "def pay(src, dst, amount):\n    if src == dst:\n        raise ValueError('same')\n    return src - amount\n"
+SAFE_PAY = PAY.replace("if src == dst:", "if src == dst or amount <= 0:")
+
+
+async def test_a_rule_for_every_function_taking_a_parameter_adds_its_case_to_the_bullets_own(settings):
+    """Measured on the 1.5B (bank.py): deposit and withdraw were checked for a 0 amount, transfer only for src == dst,
+    and both the swarm's and one plain call's transfer moved 0 or a negative amount."""
+    same = ("import pytest\nfrom m import pay\n\ndef test_p():\n    assert pay(5, 1, 2) == 3\n\n"
+            "def test_same():\n    with pytest.raises(ValueError):\n        pay(1, 1, 2)\n")
+    llm = ScriptedLLM(rules=[
+        {"match": r"Errors to check", "replies": [fence(
+            "import pytest\nfrom m import pay\n\ndef test_zero():\n    with pytest.raises(ValueError):\n"
+            "        pay(5, 1, 0)\n")]},
+        {"match": r"rcp:tests", "replies": [fence(same)]},
+        {"match": r"Previous attempt", "replies": [fence(SAFE_PAY)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(PAY)]}])
+    result, _ = await solve(Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"max_depth": 0})),
+                            root(PAY_TASK))
+    asked = prompts_with(llm, "Errors to check")
+    assert "- `pay` raises `ValueError`, 2 cases, one test each: `pay(src" in asked[0]
+    assert "Every function taking an `amount` raises `ValueError` if it is not positive" in asked[0]
+    assert result.solved and "pay(5, 1, 0)" in result.tests and result.code.strip() == SAFE_PAY.strip()
 
 
 async def test_checks_of_a_stated_error_are_kept_against_reviews(settings):
