@@ -52,7 +52,9 @@ the drafts agree with most, the earliest on a tie, becomes the task's best inste
 
 Stated errors: a task's tests get one ``pytest.raises`` check (one extra LLM call) of each case of an error a bullet
 of the task says a function raises (```f(...)```: ... raises `ValueError` if `n` is 0 or negative: two cases)
-that the generated tests do not check. Those error checks also run when the task's parts are integrated.
+that the generated tests do not check, and of a rule over every method taking a named parameter ("every method
+taking an `amount` raises `ValueError` if ..."), once per method with it. Those error checks also run when the task's
+parts are integrated.
 
 Examples the task states (```name(literals) == literal``` in backticks, and inputs a bullet says raise, as
 ```ValueError` for a non-canonical numeral, e.g. `"IIII"```) are the only expected values rcp can trust: they
