@@ -1615,3 +1615,47 @@ def test_after_a_vote_only_a_solution_replaces_the_voted_best():
     assert t.best.code == "voted"
     t.offer(cand("d", 4, 0))  # a solution is
     assert t.best.code == "d"
+
+
+BOX_TASK = d("""\
+    Write a Python module box.py with a class `Box` that keeps the latest items:
+
+    - `__init__(self, size: int)`: an empty box holding at most `size` items.
+    - `put(self, x: int) -> None`: adds `x`; when the box is then over its size, the oldest items are dropped.
+    - `items(self) -> list`: the items, oldest first.
+    """)
+BOX_WRONG = ("class Box:\n    def __init__(self, size):\n        self.size = size\n        self._items = []\n\n"
+             "    def put(self, x):\n        self._items.append(x)\n\n    def items(self):\n"
+             "        return list(self._items)\n")
+BOX_RIGHT = BOX_WRONG.replace("        self._items.append(x)\n", "        self._items.append(x)\n"
+                              "        while len(self._items) > max(self.size, 0):\n            self._items.pop(0)\n")
+BOX_RIGHT_TOO = BOX_WRONG.replace("        self._items.append(x)\n", "        self._items = (self._items + [x])"
+                                  "[-self.size:] if self.size > 0 else []\n")
+BOX_TESTS = ("from box import Box\n\n\ndef test_put():\n    b = Box(10)\n    b.put(1)\n    b.put(2)\n"
+             "    assert b.items() == [1, 2]\n")
+
+
+async def test_drafts_passing_weak_tests_are_told_apart_by_the_fuzz_calls_vote(settings):
+    """Seen on the 1.5B (lrucache.py): the tests never filled the cache, the plain draft passed them and was
+    returned at once, wrong (6/9 hidden tests); two other drafts were right."""
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:tests\]", "replies": [fence(BOX_TESTS)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(BOX_WRONG), fence(BOX_RIGHT), fence(BOX_RIGHT_TOO)]}])
+    solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 3, "max_depth": 0}))
+    result, events = await solve(solver, root(BOX_TASK))
+    assert result.solved and result.code.strip() == BOX_RIGHT.strip()
+    note = next(n for n in result.trace.notes if n.startswith("3 of 3 drafts passed the tests"))
+    assert "(draft 1, draft 2, draft 3); vote on the tests and fuzz calls" in note and "chose draft 2" in note
+    assert note in [e.message for e in events if e.kind == EventKind.TESTED]
+
+
+async def test_a_passing_draft_ends_the_drafts_when_no_fuzz_call_could_tell_them_apart(settings):
+    # No bullet signatures (nothing to fuzz): the first passing draft is the result, as one call would give it.
+    task = "Write a Python module box.py with a class `Box(size)` keeping the latest `size` items (`put`, `items`)."
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:tests\]", "replies": [fence(BOX_TESTS)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(BOX_WRONG), fence(BOX_RIGHT), fence(BOX_RIGHT_TOO)]}])
+    solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 3, "max_depth": 0}))
+    result, _ = await solve(solver, root(task))
+    assert result.solved and result.code.strip() == BOX_WRONG.strip()
+    assert len(prompts_with(llm, "rcp:code")) == 1

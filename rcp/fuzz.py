@@ -1,0 +1,135 @@
+"""Fuzz probes: calls of a task's functions or methods on inputs made from their signatures, for the behaviour vote.
+
+A generated test's inputs are the cases the model thought of, and a weak test file leaves whole behaviours
+unexercised: measured on the 1.5B (lrucache.py), every test used a cache of capacity 10 and at most five keys, so no
+test ever evicted anything, and a draft that forgot to drop the evicted key from its order list passed them all
+(6/9 hidden tests) while two other drafts of the three were right (9/9). Drafts that pass the same tests can still
+differ; calls on other inputs show how, and the majority's behaviour is the better bet (as in ``rcp.probe``).
+
+``calls`` writes a test file in ``rcp.probe``'s input format: each call is an ``assert <call> == None`` whose
+left side the probe records (the ``None`` is never compared), so ``probe.probes`` / ``probe.observe`` /
+``probe.agreement`` run it like any test file. Inputs follow the bullet lines' annotations (``int``, ``str``,
+``list[tuple[int, int]]``, ...), with small numbers and the strings the task itself quotes; a one-class task gets
+sequences of method calls on one object. Seeded, so every draft sees the same calls.
+
+Deliberately left out: inputs that respect preconditions the prose states (``start <= end``). A call outside them
+shows behaviour the task leaves open; drafts split on it and it moves no vote much (measured offline, 8 drafts
+each of 7 composite tasks: adding these calls to the tests' own probes never chose a worse program).
+"""
+
+from __future__ import annotations
+
+import ast
+import random
+import re
+
+SIGNATURE = re.compile(r"^\s*[-*]\s+`(?:def\s+)?([A-Za-z_]\w*)\s*\(([^`]*)\)\s*(?:->\s*[^`]*)?`", re.MULTILINE)
+INTS = (0, 1, 1, 2, 2, 3, 3, 4, 5, 7, 10, -1, -3)
+FLOATS = (0.0, 0.5, 1.0, 2.5, -1.5, 3.0)
+UNTYPED = (0, 1, 2, 3, -1, "a")
+CASES = 24  # call sequences of a class (or calls of each function)
+STEPS = 8  # method calls per sequence
+MAX_DEPTH = 3
+
+
+def signatures(task: str) -> list[ast.FunctionDef]:
+    """The functions and methods the task's bullet lines give with a signature (```name(params) -> type```)."""
+    out = []
+    for m in SIGNATURE.finditer(task):
+        try:
+            fn = ast.parse(f"def {m[1]}({m[2]}): pass").body[0]
+        except SyntaxError:
+            continue
+        assert isinstance(fn, ast.FunctionDef)
+        out.append(fn)
+    return out
+
+
+def quoted_strings(task: str) -> list[str]:
+    """Short string literals the task quotes (``"2023-02-30"``), plus a few plain ones."""
+    found = re.findall(r'"([^"`\n]{0,40})"', task) + re.findall(r"'([^'`\n]{0,40})'", task)
+    return list(dict.fromkeys(["", "a", "ab c", "Hello, world!", *found]))
+
+
+class _Inputs:
+    def __init__(self, rng: random.Random, strings: list[str]) -> None:
+        self.rng = rng
+        self.strings = strings
+
+    def value(self, ann: ast.expr | None, depth: int = 0) -> object:
+        r = self.rng
+        if isinstance(ann, ast.Constant) and isinstance(ann.value, str):  # a quoted annotation
+            try:
+                ann = ast.parse(ann.value, mode="eval").body
+            except SyntaxError:
+                ann = None
+        if isinstance(ann, ast.Constant) and ann.value is None:  # the None of `int | None`
+            return None
+        if isinstance(ann, ast.Name):
+            simple = {"int": INTS, "float": FLOATS, "str": self.strings, "bool": (True, False)}
+            return r.choice(simple.get(ann.id, UNTYPED))
+        if isinstance(ann, ast.BinOp) and isinstance(ann.op, ast.BitOr):  # int | None
+            return self.value(r.choice([ann.left, ann.right]), depth + 1)
+        if isinstance(ann, ast.Subscript) and isinstance(ann.value, ast.Name) and depth < MAX_DEPTH:
+            base, inner = ann.value.id, ann.slice
+            args = list(inner.elts) if isinstance(inner, ast.Tuple) else [inner]
+            if base in ("list", "List", "Sequence", "Iterable"):
+                return [self.value(args[0], depth + 1) for _ in range(r.choice([0, 1, 2, 2, 3, 3, 4]))]
+            if base in ("tuple", "Tuple"):
+                if len(args) == 2 and isinstance(args[1], ast.Constant) and args[1].value is Ellipsis:
+                    return tuple(self.value(args[0], depth + 1) for _ in range(r.choice([0, 1, 2, 3])))
+                return tuple(self.value(a, depth + 1) for a in args)
+            if base in ("dict", "Dict", "Mapping") and len(args) == 2:
+                return {self.value(args[0], depth + 1): self.value(args[1], depth + 1)
+                        for _ in range(r.choice([0, 1, 2, 3]))}
+            if base in ("set", "frozenset"):
+                return {self.value(args[0], depth + 1) for _ in range(r.choice([0, 1, 2, 3]))}
+            if base == "Optional":
+                return None if r.random() < 0.2 else self.value(args[0], depth + 1)
+        return r.choice(UNTYPED)  # no annotation, or one not generated
+
+    def arguments(self, fn: ast.FunctionDef | None) -> str:
+        if fn is None:
+            return ""
+        params = [a for a in fn.args.args if a.arg not in ("self", "cls")]
+        optional_from = len(params) - len(fn.args.defaults)
+        values = []
+        for i, param in enumerate(params):
+            if i >= optional_from and self.rng.random() < 0.5:
+                break  # leave the defaults to the code
+            values.append(self.value(param.annotation))
+        return ", ".join(repr(v) for v in values)
+
+
+def calls(task: str, module: str, *, cls: str = "", seed: int = 0, cases: int = CASES, steps: int = STEPS) -> str:
+    """A probe test file of seeded calls ('' when the task gives no signatures to call).
+
+    With ``cls`` (the task's one class): ``cases`` sequences, each a fresh object and ``steps`` calls of its methods
+    (``len(obj)`` at the end when the task names ``__len__``). Otherwise ``cases`` calls of each function."""
+    rng = random.Random(seed)
+    inputs = _Inputs(rng, quoted_strings(task))
+    found = signatures(task)
+    public = [f for f in found if not f.name.startswith("__")]
+    lines: list[str] = []
+    if cls:
+        init = next((f for f in found if f.name == "__init__"), None)
+        methods = [f for f in public if f.args.args and f.args.args[0].arg == "self"]
+        if not methods:
+            return ""
+        lines.append(f"from {module} import {cls}")
+        for k in range(cases):
+            lines += ["", "", f"def test_rcp_fuzz_{k}():", f"    obj = {cls}({inputs.arguments(init)})"]
+            for _ in range(steps):
+                fn = rng.choice(methods)
+                lines.append(f"    assert obj.{fn.name}({inputs.arguments(fn)}) == None")
+            if any(f.name == "__len__" for f in found):
+                lines.append("    assert len(obj) == None")
+    else:
+        functions = [f for f in public if not (f.args.args and f.args.args[0].arg == "self")]
+        if not functions:
+            return ""
+        lines.append(f"from {module} import {', '.join(dict.fromkeys(f.name for f in functions))}")
+        for fn in functions:
+            lines += ["", "", f"def test_rcp_fuzz_{fn.name}():"]
+            lines += [f"    assert {fn.name}({inputs.arguments(fn)}) == None" for _ in range(cases)]
+    return "\n".join(lines) + "\n"
