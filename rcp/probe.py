@@ -21,7 +21,7 @@ One sandbox run observes all drafts: each draft is imported in its own child int
 exits or corrupts its interpreter spoils only its own observations), every probe function under an alarm.
 
 Deliberately left out: choosing what to do with the scores (``rcp.solver``), and generating inputs other than
-the tests' own (random or type-driven inputs give behaviour the task leaves open, which splits the vote).
+the tests' own: ``rcp.fuzz`` writes those as one more test file in this format.
 """
 
 from __future__ import annotations

@@ -49,6 +49,10 @@ Behaviour vote: when a direct attempt ends with no program passing its tests, ev
 as probes (``rcp.probe``: each check records what the code gives rather than comparing it with the expected value),
 the drafts vote (retries are scored but do not vote; a crash the task never states is no vote), and the program
 the drafts agree with most, the earliest on a tie, becomes the task's best instead of the one passing the most tests.
+A whole task's probes include seeded calls on inputs made from its bullet signatures (``rcp.fuzz``), which exercise
+what its generated tests leave out; and when a whole task's draft passes its tests, the other drafts are still
+written (while ``MORE_DRAFTS_MIN_S`` are left) and the passing draft the drafts agree with most is kept
+(``_among_passing``): drafts passing weak tests alike can still differ.
 
 Stated errors: a task's tests get one ``pytest.raises`` check (one extra LLM call) of each case of an error a bullet
 of the task says a function raises (```f(...)```: ... raises `ValueError` if `n` is 0 or negative: two cases)
