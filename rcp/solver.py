@@ -244,13 +244,15 @@ _EVERY_TAKING = re.compile(r"\bevery (?:method|function)s? (?:taking|that takes|
 
 def _errors_of_every_taking(text: str, own: Collection[str]) -> list[tuple[str, str, str]]:
     """(name, exception, clause) for a rule such as "every method taking an `amount` raises `ValueError` if it is not
-    positive", once per function or method of the task's bullet lines whose signature has that parameter.
+    positive", once per function or method of the task's bullet lines whose signature (``fuzz.signatures``) has that
+    parameter.
 
     Measured on the 1.5B (bank.py): deposit and withdraw were checked for a 0 amount, transfer was not, and both the
     swarm's and one plain call's module let transfer move 0 or a negative amount."""
-    params: dict[str, list[str]] = {}
-    for m in re.finditer(r"^\s*[-*]\s+`(?:def\s+)?([A-Za-z_]\w*)\s*\(([^`]*)\)", text, re.MULTILINE):
-        params.setdefault(m[1], _parameter_names(m[2]))
+    params: dict[str, set[str]] = {}
+    for fn in fuzz.signatures(text):
+        a = fn.args
+        params.setdefault(fn.name, {p.arg for p in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg] if p})
     out = []
     for sentence in clauses(text):
         sentence = " ".join(sentence.split())  # a rule may wrap
@@ -261,23 +263,6 @@ def _errors_of_every_taking(text: str, own: Collection[str]) -> list[tuple[str, 
             out += [(name, exc, scope) for exc in _exceptions_in(scope, own)
                     for name, names in params.items() if m[1] in names and name != "__init__"]
     return out
-
-
-def _parameter_names(params: str) -> list[str]:
-    """The parameter names of a signature's parameter list (annotations and defaults may hold commas)."""
-    names, depth, current = [], 0, ""
-    for ch in params + ",":
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        if ch == "," and depth == 0:
-            if m := re.match(r"\s*\**([A-Za-z_]\w*)", current):
-                names.append(m[1])
-            current = ""
-        else:
-            current += ch
-    return [n for n in names if n != "self"]
 
 
 def states_error(task: str, check: str) -> bool:
@@ -1028,10 +1013,11 @@ class Solver:
     def _fuzz(t: _Task) -> str:
         """The whole task's fuzz calls (rcp.fuzz) on its bullet signatures, one object's methods when it is one class;
         '' for a part (its contract has no bullet lines) or a task without signatures."""
-        if t.fuzz is None:
+        if t.fuzz is None and t.spec.contract is not None:
+            t.fuzz = ""
+        elif t.fuzz is None:
             classes = _component_classes(t.spec.goal)
-            t.fuzz = "" if t.spec.contract is not None else fuzz.calls(
-                t.spec.goal, t.spec.module, cls=classes[0] if len(classes) == 1 else "")
+            t.fuzz = fuzz.calls(t.spec.goal, t.spec.module, cls=classes[0] if len(classes) == 1 else "")
         return t.fuzz
 
     def _more_drafts(self, t: _Task) -> bool:
