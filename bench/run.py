@@ -141,11 +141,17 @@ class Run:
 def _row(name: str, run, grade) -> dict:
     from dataclasses import asdict
 
-    row = {"task": name, "solved": grade.solved, "passed": grade.passed, "failed": grade.failed,
-           "total": grade.total}
+    row = _set_grade({"task": name}, grade)
     row.update(asdict(run))  # the final code too: a result can be audited without running anything again
     del row["result_json"]  # tens of kB per task: --traces writes it to a file of its own
     row["code_lines"] = len(run.code.splitlines())
+    return row
+
+
+def _set_grade(row: dict, grade) -> dict:
+    """A result row's hidden-test fields from ``grade`` (a run's row, or a row graded again by ``--regrade``)."""
+    row.update(solved=grade.solved, passed=grade.passed, failed=grade.failed, total=grade.total)
+    row.pop("grade_output", None)
     if not grade.solved:
         row["grade_output"] = grade.output_tail[-300:]
     return row
@@ -238,10 +244,7 @@ async def regrade(doc: dict, sandbox) -> int:
         for row in data.get("rows", []):
             g = await grade_composite(sandbox, composite.load(row["task"]), row.get("code", ""))
             before = (row["passed"], row["total"])
-            row.update(solved=g.solved, passed=g.passed, failed=g.failed, total=g.total)
-            row.pop("grade_output", None)
-            if not g.solved:
-                row["grade_output"] = g.output_tail[-300:]
+            _set_grade(row, g)
             if before != (g.passed, g.total):
                 changed += 1
                 logger.info("[%s] %s: %d/%d -> %d/%d hidden tests", arm, row["task"], *before, g.passed, g.total)
