@@ -234,14 +234,20 @@ async def quality(r: Run) -> None:
 
 async def regrade(doc: dict, sandbox) -> int:
     """Grade every composite row's kept code again with the current hidden tests (in place); the number changed.
+    A row of a task no longer in ``bench/tasks`` keeps its grade, with a warning.
 
     Only grades move: tokens, seconds and the code are what the run measured. The run list records the regrade.
     """
     from bench.grading import grade_composite
 
     changed = 0
+    known = set(composite.all_names())
     for arm, data in (doc.get("quality", {}).get("composite", {}).get("arms") or {}).items():
         for row in data.get("rows", []):
+            if row["task"] not in known:
+                logger.warning("[%s] %s: no such composite task in bench/tasks any more; its grade is kept as it "
+                               "was (%d/%d)", arm, row["task"], row["passed"], row["total"])
+                continue
             g = await grade_composite(sandbox, composite.load(row["task"]), row.get("code", ""))
             before = (row["passed"], row["total"])
             _set_grade(row, g)

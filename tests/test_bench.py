@@ -246,3 +246,12 @@ async def test_regrade_grades_kept_code_again_and_counts_changes():
     assert doc["runs"][-1]["regraded"] == 2
     assert "2 result(s) changed grade" in report.markdown(report.refresh(doc))
     assert await bench_run.regrade(doc, LocalPytestSandbox()) == 0
+
+
+async def test_regrade_keeps_the_grade_of_a_task_no_longer_in_the_bench(caplog):
+    doc = report.empty()
+    gone = dict(_row("retired", 0, 10), code="x = 1\n", passed=4, failed=5, total=9)
+    doc["quality"]["composite"]["arms"]["swarm"] = {"model": "m", "rows": [gone]}
+    assert await bench_run.regrade(doc, LocalPytestSandbox()) == 0
+    assert (gone["passed"], gone["total"]) == (4, 9) and "grade_output" not in gone
+    assert "retired: no such composite task" in caplog.text
