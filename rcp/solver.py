@@ -14,7 +14,9 @@ The loop (issue 5):
 2. **Decompose** into 2..``MAX_SUBTASKS`` contracts. A plan is validated (unique identifiers, signatures and tests
    parse, tests use their part) and an invalid plan is asked again with the error, never executed; test lines
    the model ran together or cut off are repaired first (``rcp.assemble.repair_tests``). A split is started only
-   if each part gets at least ``MIN_PART_SHARE`` of the task's time.
+   if each part gets at least ``MIN_PART_SHARE`` of the task's time and, sharing this host's generation slots,
+   the model time of ``PART_CALLS`` calls (``Solver._parts_short``); a whole task that cannot afford its split
+   is tried directly again instead.
 3. **Delegate** the parts concurrently (bounded by a semaphore, under a ``TaskGroup`` so cancelling ``solve``
    cancels them). A delegate that raises means the swarm gave up on peers: the part is solved here (FALLBACK).
    Without a delegate the parts are solved by this solver, in this process.
@@ -90,7 +92,10 @@ import ast
 import asyncio
 import builtins
 import logging
+import math
+import os
 import re
+import statistics
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -146,6 +151,7 @@ from rcp.records import (
 )
 from rcp.sandbox import Sandbox, SandboxReport
 from rcp.settings import Settings
+from rcp.slots import default_slots
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +187,8 @@ MIN_CHILD_SECONDS = 1.0
 # A part gets at least this share of its parent's time, or the split is not started: measured on the 1.5B (calc.py,
 # 600 s), a plan accepted late left its four parts 4 s each, and all four ended unsolved with no code.
 MIN_PART_SHARE = 0.1
+PART_CALLS = 2  # the model time a part needs at least: its tests or a retry, and one draft (see _parts_short)
+RECENT_CALLS = 8  # the node's latest calls that say what a call costs now
 # pytest imports conftest.py before collecting: generated code there would run before any test and could forge
 # the verdict (tests/test_hostile.py), so a task naming it gets solution.py.
 _RESERVED_MODULES = {"conftest"}
@@ -601,6 +609,11 @@ class Solver:
         self.settings = settings
         self.node = node
         self.delegate = delegate
+        # Calls this host runs at once at the speed a lone call has (rcp.slots): by default a lone generation takes
+        # every slot (widening), so 1. The parts of a split share it in a one-machine swarm (Solver._parts_short).
+        slots = settings.generation_slots or default_slots(settings.n_threads)
+        widest = settings.n_threads_max or os.cpu_count() or 1
+        self._calls_at_once = slots / max(1, min(slots, -(-widest // settings.n_threads)))
         # Verdicts of [rcp:review] by (root task, assert): a parent re-checking what its in-process child
         # disputed gets the same answer without asking the same model the same question again.
         self._reviews: dict[tuple[str, str], bool] = {}
@@ -644,11 +657,13 @@ class Solver:
             cand = await self._execute(t)
             if cand is not None and cand.solved:
                 return
-            if not self._may_decompose(t):
-                if (whole := t.spec.contract is None and one_class(t.spec.goal)) and \
-                        t.remaining() >= AGAIN_SHARE * t.spec.timeout_s:
-                    t.trace.notes.append(f"{whole}: not split; trying directly again with the time left")
-                    self._event(t, EventKind.DECIDED, "direct again: a class is not split into its methods")
+            blocker, again_s = self._split_blocker(t)
+            if blocker:
+                if t.remaining() >= again_s:
+                    t.trace.notes.append(f"{blocker}: not split; trying directly again with the time left")
+                    why = "a class is not split into its methods" if one_class(t.spec.goal) else \
+                        f"not split ({blocker})"
+                    self._event(t, EventKind.DECIDED, f"direct again: {why}")
                     await self._execute(t)
                 return
             t.trace.decision = "decompose"
@@ -673,26 +688,62 @@ class Solver:
         await self._vote(t)
 
     def _may_decompose(self, t: _Task) -> bool:
+        return not self._split_blocker(t)[0]
+
+    def _split_blocker(self, t: _Task) -> tuple[str, float]:
+        """Why this task is not split now ('' when it may be), and the time left from which it is tried directly
+        again instead: a whole task that is one class, with AGAIN_SHARE of its time; a whole task whose parts would
+        get too little time, while PART_CALLS calls fit (a draft cut off by the deadline costs nothing: after a
+        vote only a solution replaces the best). A part, or a depth or call limit, ends the task with what it has."""
         # A single function is not split: measured on the 1.5B, a failed word_count(text) was "decomposed" into a
         # re-plan of its siblings (the root task is in its mission context), spending 13 calls and 380 s for nothing.
         if t.spec.contract is not None and t.spec.contract.kind == "function":
-            return False
+            return "a single function", math.inf
         # Nor is a small class part: measured on the 1.5B (shapes.py), a two-method Circle part that failed its
         # own tests spent 66 s on three plans, all rejected as "part Circle is the whole task".
         if t.spec.contract is not None and len(_methods(t.spec.contract.signature)) <= SMALL_TASK_NAMES:
-            return False
+            return "a small class", math.inf
         # Nor is a whole task that is one such class: measured on the 1.5B (inventory.py, 600 s), the plan made its
         # four methods four functions, none of which could pass the class's tests, and its 8 parts spent the last
         # 260 s for nothing. Its time goes to another direct attempt instead (see _work).
-        if t.spec.contract is None and one_class(t.spec.goal):
-            return False
+        if t.spec.contract is None and (whole := one_class(t.spec.goal)):
+            return whole, AGAIN_SHARE * t.spec.timeout_s
+        if t.spec.depth >= self.settings.max_depth:
+            return f"depth {t.spec.depth} is the depth limit", math.inf
         # A plan, one LLM call per part and one for integration is the least a decomposition needs.
-        return t.spec.depth < self.settings.max_depth and t.calls_left >= 4 and self._time_for_parts(t)
+        if t.calls_left < 4:
+            return f"{t.calls_left} LLM calls left", math.inf
+        c = t.spec.contract
+        named = len(_methods(c.signature)) if c is not None else len(named_in_task(t.spec.goal))
+        parts = min(self.settings.max_subtasks, max(2, named))  # the plan's size is not known yet
+        short = self._parts_short(t, parts, plan_first=True)
+        return short, PART_CALLS * self._call_seconds() if t.spec.contract is None else math.inf
 
-    @staticmethod
-    def _time_for_parts(t: _Task) -> bool:
-        """Whether the time left gives each part of a split its least share (MIN_PART_SHARE)."""
-        return t.remaining() * CHILD_TIME_SHARE >= max(MIN_CHILD_SECONDS, MIN_PART_SHARE * t.spec.timeout_s)
+    def _call_seconds(self) -> float:
+        """What one LLM call costs on this node now: the median of its last few calls (0 before any)."""
+        recent = [c.seconds for c in self.llm.calls[-RECENT_CALLS:]]
+        return statistics.median(recent) if recent else 0.0
+
+    def _parts_short(self, t: _Task, parts: int, *, plan_first: bool = False) -> str:
+        """Why the time left is too little for ``parts`` parts ('' when it is enough): each needs its least share
+        (MIN_PART_SHARE) of the task's time, and the model time of PART_CALLS calls at the speed of the node's
+        recent calls, the parts sharing this host's generation slots (rcp.slots) as they do in a one-machine swarm
+        (on several machines this is cautious); ``plan_first``: the plan is not asked yet.
+
+        Measured on the 1.5B (2 cores, 600 s): textstats.py's direct attempt failed with 171 s left, and its four
+        parts got 132 s each; with 40-60 s per call and two generations at a time, two parts waited 107 s for a
+        slot and ended with no code. Over the 22 bench runs kept from these sessions, 7 tasks were split after
+        their direct attempt failed, and 20 of those splits' 40 part runs ended without one answered call."""
+        call = self._call_seconds()
+        left = t.remaining() - (call if plan_first else 0.0)
+        per_part = left * CHILD_TIME_SHARE
+        if per_part < max(MIN_CHILD_SECONDS, MIN_PART_SHARE * t.spec.timeout_s):
+            return f"{max(0.0, left):.0f} s left, too little for its parts"
+        model_time = per_part * min(1.0, self._calls_at_once / parts)
+        if model_time < PART_CALLS * call:
+            return (f"{max(0.0, left):.0f} s left: {parts} parts would get {model_time:.0f} s of model time each on "
+                    f"this host, less than {PART_CALLS} calls of {call:.0f} s")
+        return ""
 
     def _finish(self, t: _Task) -> TaskResult:
         best = t.best
@@ -1316,8 +1367,8 @@ class Solver:
         contracts = await self._plan(t)
         if not contracts:
             return None
-        if not self._time_for_parts(t):
-            t.trace.notes.append(f"plan not run: {t.remaining():.0f} s left, too little for its parts")
+        if short := self._parts_short(t, len(contracts)):
+            t.trace.notes.append(f"plan not run: {short}")
             return None
         self._event(t, EventKind.PLANNED, f"{len(contracts)} parts: " +
                     "; ".join(signature_line(c.signature) for c in contracts))

@@ -1139,6 +1139,29 @@ async def test_a_failed_decomposition_with_time_left_is_followed_by_more_direct_
     assert decided[-1] == "direct again: the decomposition did not succeed"
 
 
+async def test_a_split_whose_parts_would_get_too_little_model_time_is_not_planned(settings):
+    # Measured on the 1.5B (textstats.py, 600 s, 2 cores): a split started with 171 s left gave four parts 132 s
+    # each; sharing the host's two generation slots, two of them waited 107 s for one and ended with no code. Here
+    # each call takes 1 s and one slot is shared: after the direct round ~4.5 s are left, so two parts would get
+    # ~1.4 s of model time each, less than two calls. No plan is asked; the time goes to another direct attempt.
+    mul_adds = "def mul(a, b):\n    return a + b\n"
+    llm = ScriptedLLM(rules=arith_rules(decide="direct", extra=[
+        {"match": r"\[rcp:review\]", "replies": [{"reason": "2 * 3 is 6", "wrong": "code"}], "delay": 1.0},
+        {"match": r"\[rcp:tests\]", "replies": [fence(ADD_TESTS + "\n" + MUL_TESTS)], "delay": 1.0},
+        {"match": r"\[rcp:decide\]", "replies": [{"reason": "r", "action": "direct"}], "delay": 1.0},
+        {"match": r"\[rcp:code\]", "replies": [fence(ADD + mul_adds), fence(ADD + mul_adds + "# again\n"),
+                                               fence(ADD + MUL)], "delay": 1.0}]))
+    solver = Solver(llm, FakeSandbox(rule=arith_correct), settings.model_copy(update={"generation_slots": 1}))
+    result, events = await solve(solver, root(ARITH, timeout_s=10.0))
+    assert result.solved and result.code.strip() == (ADD + MUL).strip(), result.verdict
+    assert not prompts_with(llm, "[rcp:plan]") and not result.trace.children
+    note = next(n for n in result.trace.notes if "not split" in n)
+    assert re.fullmatch(r"\d+ s left: 2 parts would get \d s of model time each on this host, less than 2 calls of "
+                        r"1 s: not split; trying directly again with the time left", note), note
+    decided = [e.message for e in events if e.kind == EventKind.DECIDED]
+    assert decided[-1].startswith("direct again: not split (")
+
+
 async def test_the_draft_most_drafts_agree_with_is_the_one_retried(settings):
     upper_only = "def count_vowels(s):\n    return sum(c in 'AEIOU' for c in s)\n"  # fails test_word
     lower_a = "def count_vowels(s):\n    return sum(c in 'aeiou' for c in s)\n"  # fails test_upper
