@@ -188,7 +188,7 @@ MIN_CHILD_SECONDS = 1.0
 # 600 s), a plan accepted late left its four parts 4 s each, and all four ended unsolved with no code.
 MIN_PART_SHARE = 0.1
 PART_CALLS = 2  # the model time a part needs at least: its tests or a retry, and one draft (see _parts_short)
-RECENT_CALLS = 8  # the node's latest calls that say what a call costs now
+RECENT_CALLS = 8  # the node's latest chat calls that say what a part's call costs now
 # pytest imports conftest.py before collecting: generated code there would run before any test and could forge
 # the verdict (tests/test_hostile.py), so a task naming it gets solution.py.
 _RESERVED_MODULES = {"conftest"}
@@ -720,14 +720,16 @@ class Solver:
         return short, PART_CALLS * self._call_seconds() if t.spec.contract is None else math.inf
 
     def _call_seconds(self) -> float:
-        """What one LLM call costs on this node now: the median of its last few calls (0 before any)."""
-        recent = [c.seconds for c in self.llm.calls[-RECENT_CALLS:]]
+        """What a part's call (tests or code) costs on this node now: the median of its last few chat calls, 0
+        before any. Structured calls are left out: a plan (up to PLAN_TOKENS) takes several times a part's call,
+        and a review or decision a fraction of it."""
+        recent = [c.seconds for c in self.llm.calls if c.kind == "chat"][-RECENT_CALLS:]
         return statistics.median(recent) if recent else 0.0
 
     def _parts_short(self, t: _Task, parts: int, *, plan_first: bool = False) -> str:
         """Why the time left is too little for ``parts`` parts ('' when it is enough): each needs its least share
         (MIN_PART_SHARE) of the task's time, and the model time of PART_CALLS calls at the speed of the node's
-        recent calls, the parts sharing this host's generation slots (rcp.slots) as they do in a one-machine swarm
+        recent chat calls, the parts sharing this host's generation slots (rcp.slots) as they do in a one-machine swarm
         (on several machines this is cautious); ``plan_first``: the plan is not asked yet.
 
         Measured on the 1.5B (2 cores, 600 s): textstats.py's direct attempt failed with 171 s left, and its four

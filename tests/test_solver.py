@@ -1162,6 +1162,16 @@ async def test_a_split_whose_parts_would_get_too_little_model_time_is_not_planne
     assert decided[-1].startswith("direct again: not split (")
 
 
+async def test_a_slow_plan_call_is_not_taken_for_what_a_part_needs(settings):
+    # A plan is the longest call (up to PLAN_TOKENS); a part makes tests and code calls. Here the plan takes 3 s and
+    # ~4.6 s are left after it: were it taken for "a call", two parts on one slot would get ~1.8 s of model time
+    # each, less than two such calls, and `make demo`'s up-front split of shapes.py could be refused the same way.
+    llm = ScriptedLLM(rules=arith_rules(extra=[{"match": r"\[rcp:plan\]", "replies": [ARITH_PLAN], "delay": 3.0}]))
+    solver = Solver(llm, FakeSandbox(rule=arith_correct), settings.model_copy(update={"generation_slots": 1}))
+    result, _ = await solve(solver, root(ARITH, timeout_s=8.0))
+    assert result.solved and len(result.trace.children) == 2, result.trace.notes
+
+
 async def test_the_draft_most_drafts_agree_with_is_the_one_retried(settings):
     upper_only = "def count_vowels(s):\n    return sum(c in 'AEIOU' for c in s)\n"  # fails test_word
     lower_a = "def count_vowels(s):\n    return sum(c in 'aeiou' for c in s)\n"  # fails test_upper
