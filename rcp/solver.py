@@ -665,6 +665,9 @@ class Solver:
                         f"not split ({blocker})"
                     self._event(t, EventKind.DECIDED, f"direct again: {why}")
                     await self._execute(t)
+                elif t.spec.contract is None and again_s < math.inf:
+                    t.trace.notes.append(f"{blocker}: not split, and the {max(0.0, t.remaining()):.0f} s left are "
+                                         "too few to try again")
                 return
             t.trace.decision = "decompose"
             t.trace.reason = f"as needed: the direct attempt failed ({reason})"

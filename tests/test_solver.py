@@ -1162,6 +1162,22 @@ async def test_a_split_whose_parts_would_get_too_little_model_time_is_not_planne
     assert decided[-1].startswith("direct again: not split (")
 
 
+async def test_a_task_that_can_neither_split_nor_try_again_says_so(settings):
+    # As above with 6 s: after the direct round (4 calls of 1 s) ~1.7 s are left, too little for the parts of a
+    # split and for two more calls. Seen on the 1.5B (romans.py): the task ended 93 s early with no word of why.
+    llm = ScriptedLLM(rules=arith_rules(decide="direct", extra=[
+        {"match": r"\[rcp:review\]", "replies": [{"reason": "2 * 3 is 6", "wrong": "code"}], "delay": 1.0},
+        {"match": r"\[rcp:tests\]", "replies": [fence(ADD_TESTS + "\n" + MUL_TESTS)], "delay": 1.0},
+        {"match": r"\[rcp:decide\]", "replies": [{"reason": "r", "action": "direct"}], "delay": 1.0},
+        {"match": r"\[rcp:code\]", "replies": [fence(ADD + "def mul(a, b):\n    return a + b\n"),
+                                               fence(ADD + "def mul(a, b):\n    return b + a\n")], "delay": 1.0}]))
+    solver = Solver(llm, FakeSandbox(rule=arith_correct), settings.model_copy(update={"generation_slots": 1}))
+    result, _ = await solve(solver, root(ARITH, timeout_s=6.0))
+    assert not result.solved and len(prompts_with(llm, "[rcp:code]")) == 2 and not prompts_with(llm, "[rcp:plan]")
+    assert any(re.fullmatch(r".*: not split, and the [0-2] s left are too few to try again", n)
+               for n in result.trace.notes), result.trace.notes
+
+
 async def test_a_slow_plan_call_is_not_taken_for_what_a_part_needs(settings):
     # A plan is the longest call (up to PLAN_TOKENS); a part makes tests and code calls. Here the plan takes 3 s and
     # ~4.6 s are left after it: were it taken for "a call", two parts on one slot would get ~1.8 s of model time
