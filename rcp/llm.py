@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from pydantic import BaseModel, Field, ValidationError
 
 from rcp.errors import ConfigError, InfrastructureError, ModelMissingError, ModelOutputError
-from rcp.slots import HostSlots, default_slots
+from rcp.slots import HostSlots, default_slots, widened_slots
 
 if TYPE_CHECKING:
     from rcp.settings import Settings
@@ -431,7 +431,7 @@ class LlamaCppLLM(LLM):
         """The blocking generation, in a worker thread, holding a host-wide slot while it runs."""
         if self._slots is None:
             return self._stream(llama, stop, **kwargs)
-        extra = -(-self.n_threads_max // self.n_threads) - 1  # slots beyond the first that widening may take
+        extra = widened_slots(self.n_threads, self.n_threads_max) - 1  # slots beyond the first widening may take
         with self._slots.hold(extra=extra, stop=stop) as held:
             if held.waited > 1.0:
                 logger.debug("waited %.1f s for a generation slot", held.waited)
@@ -497,6 +497,11 @@ async def create_llm(settings: Settings) -> LLM:
                                     slots=host_slots(settings), n_threads_max=settings.n_threads_max)
 
 
+def slot_count(settings: Settings) -> int:
+    """How many generations this host runs at once: ``GENERATION_SLOTS``, or one per ``N_THREADS`` cores when 0."""
+    return settings.generation_slots or default_slots(settings.n_threads)
+
+
 def host_slots(settings: Settings) -> HostSlots:
     """The host-wide generation slots every node of this machine shares (``GENERATION_SLOTS``)."""
-    return HostSlots(settings.generation_slots or default_slots(settings.n_threads))
+    return HostSlots(slot_count(settings))

@@ -38,6 +38,12 @@ def default_slots(n_threads: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, n_threads))
 
 
+def widened_slots(n_threads: int, n_threads_max: int) -> int:
+    """The slots one generation takes when it finds them free (widening): its most threads (``n_threads_max``, 0:
+    every core) over ``n_threads`` per slot, at least one."""
+    return max(1, -(-(n_threads_max or os.cpu_count() or 1) // max(1, n_threads)))
+
+
 def default_directory() -> Path:
     return Path(tempfile.gettempdir()) / f"rcp-generation-slots-{os.getuid()}"
 

@@ -93,7 +93,6 @@ import asyncio
 import builtins
 import logging
 import math
-import os
 import re
 import statistics
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -136,7 +135,7 @@ from rcp.assemble import (
     test_names,
 )
 from rcp.errors import BudgetExhausted, ModelOutputError
-from rcp.llm import LLM, ChatMessage
+from rcp.llm import LLM, ChatMessage, slot_count
 from rcp.prompts import Decision, Plan, Review
 from rcp.records import (
     MAX_TEXT,
@@ -151,7 +150,7 @@ from rcp.records import (
 )
 from rcp.sandbox import Sandbox, SandboxReport
 from rcp.settings import Settings
-from rcp.slots import default_slots
+from rcp.slots import widened_slots
 
 logger = logging.getLogger(__name__)
 
@@ -611,9 +610,8 @@ class Solver:
         self.delegate = delegate
         # Calls this host runs at once at the speed a lone call has (rcp.slots): by default a lone generation takes
         # every slot (widening), so 1. The parts of a split share it in a one-machine swarm (Solver._parts_short).
-        slots = settings.generation_slots or default_slots(settings.n_threads)
-        widest = settings.n_threads_max or os.cpu_count() or 1
-        self._calls_at_once = slots / max(1, min(slots, -(-widest // settings.n_threads)))
+        slots = slot_count(settings)
+        self._calls_at_once = slots / min(slots, widened_slots(settings.n_threads, settings.n_threads_max))
         # Verdicts of [rcp:review] by (root task, assert): a parent re-checking what its in-process child
         # disputed gets the same answer without asking the same model the same question again.
         self._reviews: dict[tuple[str, str], bool] = {}
