@@ -1139,18 +1139,23 @@ async def test_a_failed_decomposition_with_time_left_is_followed_by_more_direct_
     assert decided[-1] == "direct again: the decomposition did not succeed"
 
 
+def arith_at_one_second_a_call(*codes: str) -> ScriptedLLM:
+    """The arith task decided "direct", where every decision, test, review and code call takes 1 s; ``codes`` are
+    the code replies in order."""
+    return ScriptedLLM(rules=arith_rules(decide="direct", extra=[
+        {"match": r"\[rcp:review\]", "replies": [{"reason": "2 * 3 is 6", "wrong": "code"}], "delay": 1.0},
+        {"match": r"\[rcp:tests\]", "replies": [fence(ADD_TESTS + "\n" + MUL_TESTS)], "delay": 1.0},
+        {"match": r"\[rcp:decide\]", "replies": [{"reason": "r", "action": "direct"}], "delay": 1.0},
+        {"match": r"\[rcp:code\]", "replies": [fence(c) for c in codes], "delay": 1.0}]))
+
+
 async def test_a_split_whose_parts_would_get_too_little_model_time_is_not_planned(settings):
     # Measured on the 1.5B (textstats.py, 600 s, 2 cores): a split started with 171 s left gave four parts 132 s
     # each; sharing the host's two generation slots, two of them waited 107 s for one and ended with no code. Here
     # each call takes 1 s and one slot is shared: after the direct round ~4.5 s are left, so two parts would get
     # ~1.4 s of model time each, less than two calls. No plan is asked; the time goes to another direct attempt.
     mul_adds = "def mul(a, b):\n    return a + b\n"
-    llm = ScriptedLLM(rules=arith_rules(decide="direct", extra=[
-        {"match": r"\[rcp:review\]", "replies": [{"reason": "2 * 3 is 6", "wrong": "code"}], "delay": 1.0},
-        {"match": r"\[rcp:tests\]", "replies": [fence(ADD_TESTS + "\n" + MUL_TESTS)], "delay": 1.0},
-        {"match": r"\[rcp:decide\]", "replies": [{"reason": "r", "action": "direct"}], "delay": 1.0},
-        {"match": r"\[rcp:code\]", "replies": [fence(ADD + mul_adds), fence(ADD + mul_adds + "# again\n"),
-                                               fence(ADD + MUL)], "delay": 1.0}]))
+    llm = arith_at_one_second_a_call(ADD + mul_adds, ADD + mul_adds + "# again\n", ADD + MUL)
     solver = Solver(llm, FakeSandbox(rule=arith_correct), settings.model_copy(update={"generation_slots": 1}))
     result, events = await solve(solver, root(ARITH, timeout_s=10.0))
     assert result.solved and result.code.strip() == (ADD + MUL).strip(), result.verdict
@@ -1165,12 +1170,8 @@ async def test_a_split_whose_parts_would_get_too_little_model_time_is_not_planne
 async def test_a_task_that_can_neither_split_nor_try_again_says_so(settings):
     # As above with 6 s: after the direct round (4 calls of 1 s) ~1.7 s are left, too little for the parts of a
     # split and for two more calls. Seen on the 1.5B (romans.py): the task ended 93 s early with no word of why.
-    llm = ScriptedLLM(rules=arith_rules(decide="direct", extra=[
-        {"match": r"\[rcp:review\]", "replies": [{"reason": "2 * 3 is 6", "wrong": "code"}], "delay": 1.0},
-        {"match": r"\[rcp:tests\]", "replies": [fence(ADD_TESTS + "\n" + MUL_TESTS)], "delay": 1.0},
-        {"match": r"\[rcp:decide\]", "replies": [{"reason": "r", "action": "direct"}], "delay": 1.0},
-        {"match": r"\[rcp:code\]", "replies": [fence(ADD + "def mul(a, b):\n    return a + b\n"),
-                                               fence(ADD + "def mul(a, b):\n    return b + a\n")], "delay": 1.0}]))
+    llm = arith_at_one_second_a_call(ADD + "def mul(a, b):\n    return a + b\n",
+                                     ADD + "def mul(a, b):\n    return b + a\n")
     solver = Solver(llm, FakeSandbox(rule=arith_correct), settings.model_copy(update={"generation_slots": 1}))
     result, _ = await solve(solver, root(ARITH, timeout_s=6.0))
     assert not result.solved and len(prompts_with(llm, "[rcp:code]")) == 2 and not prompts_with(llm, "[rcp:plan]")
