@@ -660,6 +660,19 @@ def _names_bound_anywhere(tree: ast.Module) -> set[str]:
     return bound
 
 
+def passed_a_check(tests: str, failed: Collection[int]) -> bool:
+    """Whether a program whose failing checks start on the lines ``failed`` passed some check of ``tests``: pytest
+    stops a test function at its first failing check, so every check before a failing one in its function held.
+    (A function with no failing check passed as a whole, which pytest counts.)"""
+    for fn in _parse_or_empty(tests).body:
+        if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        lines = sorted(n.lineno for n in ast.walk(fn) if _is_check(n))
+        if next((i for i, line in enumerate(lines) if line in failed), 0) > 0:
+            return True
+    return False
+
+
 def count_checks(tests: str) -> int:
     """Assertions in a test file (``assert`` statements and ``pytest.raises`` blocks)."""
     try:

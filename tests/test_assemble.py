@@ -21,6 +21,7 @@ from rcp.assemble import (
     merge_tests,
     normalize_tests,
     parse_signature,
+    passed_a_check,
     references,
     rename,
     repair_tests,
@@ -182,6 +183,15 @@ def test_normalize_tests_adds_missing_imports():
     out = normalize_tests("def test_x():\n    with pytest.raises(ValueError):\n        parse('x')\n", "p", ["parse"])
     assert out.startswith("import pytest\nfrom p import parse\n")
     ast.parse(out)
+
+
+def test_passed_a_check_counts_the_checks_before_each_functions_first_failure():
+    tests = ("import pytest\n\n\ndef test_a():\n    x = 1\n    assert x == 1\n    with pytest.raises(ValueError):\n"
+             "        int('z')\n\n\ndef test_b():\n    assert 2 == 3\n    assert 4 == 4\n")
+    assert not passed_a_check(tests, set())  # nothing failed: pytest counted the passed functions already
+    assert not passed_a_check(tests, {6, 12})  # each function failed at its first check
+    assert passed_a_check(tests, {7, 12})  # the raises block failed after `x == 1` held
+    assert not passed_a_check("def test_a(:\n", {1})  # unparsable tests: no evidence
 
 
 def test_count_checks_and_references():
