@@ -36,15 +36,16 @@ Wrong tests: small models miscompute expected values more often than they miswri
 ``assert word_count('This is a test.') == 3``). Voting: a whole task's drafts are the task asked plainly, as one call
 to the model would be, first at the base temperature, then hotter; a part's first draft sees the tests and the others
 only the contract. An assert (or a
-``pytest.raises`` block that did not raise) every distinct working draft fails with the same message (so they agree on
-one value the test does not expect) is dropped without asking the model (at most half the checks), and the draft whose
-behaviour the drafts agree with most (the behaviour vote, below) is the one retried. Later,
+``pytest.raises`` block that did not raise) every distinct working draft (one that passed some check) fails with the
+same message (so they agree on one value the test does not expect) is dropped without asking the model (at most half
+the checks; the drafts vote again on the rerun, as pytest showed only each test's first failing check), and the
+draft whose behaviour the drafts agree with most (the behaviour vote, below) is the one retried. Later,
 when the same assert fails the same way for two attempts, a ``[rcp:review]`` call judges it; an assert judged wrong is
 dropped (at most a third of a test file's checks, never all). That includes a check whose call raised inside the code
 the same way twice (a test may feed an input the task never defines, as a ragged matrix to ``multiply``); such crashes
 never count as votes. Neither a vote nor a review drops the last checks of a function or method the task names, and no
-review drops a check that a function raises an error the task states for it (``states_error``) or one that more than
-half of the task's drafts pass, each probed alone (``_backed``). A parent re-judges any
+review drops a check that a function raises an error the task states for it (``states_error``) or one that any of the
+task's drafts passes, each probed alone (``_backed``). A parent re-judges any
 contract check its child dropped before accepting the child, and amends the contract only if it agrees.
 
 Behaviour vote: when a direct attempt ends with no program passing its tests, every program it wrote runs the tests
@@ -1298,12 +1299,13 @@ class Solver:
         return kept
 
     async def _backed(self, t: _Task, tests: str, fails: list[FailedAssert]) -> set[int]:
-        """The lines of ``fails`` that more than half of this task's drafts pass (each check probed alone, all
-        drafts in one sandbox run; rcp.probe.check_probes): such a check is no review's to drop. Measured on the
-        1.5B (this session's bench traces, the checks reviews dropped, each run against the task's reference and
-        against 8 offline drafts of the same task): the 3 right checks dropped (romans' `is_roman('VIII') ==
-        True`, textstats' `sentence_count("This is a test.") == 1`) were passed by 2 of the 3 drafts the solver
-        makes, the 7 wrong ones by none."""
+        """The lines of ``fails`` that one of this task's drafts passes (each check probed alone, all drafts in one
+        sandbox run; rcp.probe.check_probes): such a check is no review's to drop. Measured on the 1.5B, graded
+        against the tasks' references: in two bench runs the 7 wrong checks reviews dropped were passed by none of
+        the task's 3 drafts, the 3 right ones by 2. Offline (this solver's tests and drafts of intervals, romans,
+        calc, shortener and dateutils), the review said "test" for 4 right checks, each passed by 1 draft
+        (`is_roman('IIII') == False`, `merge([(1, 3), (2, 4)]) == [(1, 4)]`, calc's `tokenize('12 + (3 * 4)')`,
+        dateutils' `parse_date('2023-01-01')`), and for 7 wrong ones, each passed by none."""
         drafts = [code for code, is_draft, _ in t.programs.values() if is_draft]
         if len(drafts) < 2 or not fails:
             return set()
@@ -1315,16 +1317,15 @@ class Solver:
             return set()
         timeout = max(1.0, min(self.settings.sandbox_timeout * 2, t.remaining()))
         seen = await probe.observe(self.sandbox, t.spec.module, drafts, probes, timeout=timeout)
-        backed = {line for line, (pos, holds) in checks.items()
-                  if 2 * sum(o.at(pos) in holds for o in seen) > len(drafts)}
+        backed = {line for line, (pos, holds) in checks.items() if any(o.at(pos) in holds for o in seen)}
         if backed:
-            t.trace.notes.append(f"kept {len(backed)} doubted check(s) most of {len(drafts)} drafts pass: " +
+            t.trace.notes.append(f"kept {len(backed)} doubted check(s) a draft of {len(drafts)} passes: " +
                                  "; ".join(f.source for f in fails if f.line in backed)[:300])
         return backed
 
     async def _dispute(self, t: _Task, tests: str, fails: list[FailedAssert], limit: int) -> tuple[str, int]:
         """``tests`` without the failing asserts a review judges wrong (at most ``limit``), and how many went. A check
-        most drafts pass is not reviewed (``_backed``)."""
+        a draft passes is not reviewed (``_backed``)."""
         lines: set[int] = set()
         reviewable = self._reviewable(t, tests, fails)
         backed = await self._backed(t, tests, reviewable)

@@ -220,29 +220,29 @@ async def test_examples_the_task_states_are_tests_no_review_can_drop(settings):
     assert not result.solved and "assert is_prime(9) == False" in sandbox.runs[-1].files["test_solution.py"]
 
 
-async def test_a_check_most_drafts_pass_is_not_reviewed_away(settings):
-    # Measured on the 1.5B (romans.py): reviews judged `is_roman('VIII') == True` wrong, the failing program stayed,
-    # and 2 of the 3 drafts passed that check. Here draft 1 and every retry fail only `count_vowels('AEI') == 3`,
-    # which drafts 2 and 3 pass (each fails another test). The three agree equally, so draft 1 is retried.
+async def test_a_check_one_draft_passes_is_not_reviewed_away(settings):
+    # Measured on the 1.5B (romans.py, offline): a review judged `is_roman('IIII') == False` wrong though 1 of the 3
+    # drafts passed it; the 7 wrong checks reviews judged were passed by none. Here drafts 1 and 2 fail only
+    # `count_vowels('AEI') == 3` alike, which draft 3 passes (it fails `test_empty`), so no vote drops it either.
     tests = ("from solution import count_vowels\n\n\ndef test_empty():\n    assert count_vowels('') == 0\n\n\n"
              "def test_word():\n    assert count_vowels('banana') == 3\n\n\n"
              "def test_upper():\n    assert count_vowels('AEI') == 3\n")
     wrong = "def count_vowels(s):\n    return sum(c in 'aeiou' for c in s)\n"
-    upper_n = "def count_vowels(s):\n    return sum(c in 'aeiounAEIOU' for c in s)\n"  # 'banana' is 5
+    wrong_2 = "def count_vowels(s):\n    return len([c for c in s if c in 'aeiou'])\n"
     upper_neg = "def count_vowels(s):\n    return sum(c in 'aeiouAEIOU' for c in s) or -1\n"  # '' is -1
     llm = ScriptedLLM(rules=[
         {"match": r"\[rcp:decide\]", "replies": [{"reason": "small", "action": "direct"}]},
         {"match": r"\[rcp:tests\]", "replies": [fence(tests)]},
         {"match": r"\[rcp:review\]", "replies": [{"reason": "AEI are capitals, not vowels", "wrong": "test"}]},
         {"match": r"Previous attempt", "replies": [fence(wrong)]},
-        {"match": r"\[rcp:code\]", "replies": [fence(wrong), fence(upper_n), fence(upper_neg)]}])
+        {"match": r"\[rcp:code\]", "replies": [fence(wrong), fence(wrong_2), fence(upper_neg)]}])
     solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 3, "max_depth": 0,
                                                                           "max_retries": 3}))
     result, _ = await solve(solver, root("Write count_vowels(s)."))
-    # Without the drafts' backing the review would drop the check and `wrong` would pass as solved.
+    # Without the draft's backing the review would drop the check and `wrong` would pass as solved.
     assert not result.solved and "count_vowels('AEI') == 3" in result.tests, result.trace.notes
     assert not prompts_with(llm, "[rcp:review]")
-    assert "kept 1 doubted check(s) most of 3 drafts pass: assert count_vowels('AEI') == 3" in result.trace.notes
+    assert "kept 1 doubted check(s) a draft of 3 passes: assert count_vowels('AEI') == 3" in result.trace.notes
 
 
 # --- decomposition ------------------------------------------------------------------------------------------
