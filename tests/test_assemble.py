@@ -10,6 +10,7 @@ import pytest
 from rcp.assemble import (
     AssemblyError,
     Piece,
+    against_examples,
     assemble,
     assert_sources,
     check_signature,
@@ -185,6 +186,43 @@ def test_normalize_tests_adds_missing_imports():
     ast.parse(out)
 
 
+def test_against_examples_finds_the_checks_no_program_passing_the_examples_can_pass():
+    examples = ("import pytest\nfrom calc import tokenize, evaluate\n\n\ndef test_examples_from_the_task():\n"
+                "    assert tokenize('1+2') == ['1', '+', '2']\n    assert evaluate('1+2') == 3\n"
+                "    with pytest.raises(ValueError):\n        tokenize('a')\n")
+    tests = d("""\
+        import pytest
+        from calc import tokenize, evaluate
+
+
+        def test_examples_from_the_task():
+            assert tokenize('1+2') == ['1', '+', '2']
+
+
+        def test_generated():
+            assert tokenize("1+2") == ["1", "+", "2"]
+            assert ["1", "+", "2", "+"] == tokenize("1+2")
+            assert evaluate("1+2") == 3.0
+            assert evaluate("1+2") == 4
+            assert tokenize("a") == []
+            assert tokenize("1 + 2") == ["1", "+", "2"]
+            assert len(tokenize("1+2")) == 3
+            with pytest.raises(TypeError):
+                tokenize("a")
+            with pytest.raises(ValueError):
+                tokenize("1+2")
+            calc = Calc()
+            assert calc.tokenize("1+2") == []
+        """)
+    assert against_examples(tests, examples) == [
+        (11, 'assert ["1", "+", "2", "+"] == tokenize("1+2")'),
+        (13, 'assert evaluate("1+2") == 4'),
+        (14, 'assert tokenize("a") == []'),
+        (19, 'with pytest.raises(ValueError):\n    tokenize("1+2")'),
+    ]
+    assert against_examples(tests, "") == []
+
+
 def test_passed_a_check_counts_the_checks_before_each_functions_first_failure():
     tests = ("import pytest\n\n\ndef test_a():\n    x = 1\n    assert x == 1\n    with pytest.raises(ValueError):\n"
              "        int('z')\n\n\ndef test_b():\n    assert 2 == 3\n    assert 4 == 4\n")
@@ -239,6 +277,31 @@ def test_clean_module_drops_tests_main_and_self_imports():
     out = clean_module(code, "arith")
     assert defined_names(out) == {"mul"}
     assert "arith" not in out and "__main__" not in out
+
+
+def test_clean_module_imports_a_standard_module_it_uses_but_never_bound():
+    # Seen on the 1.5B (dateutils.py): the task's signatures say `datetime.date`, the draft imported only `date`.
+    code = d("""\
+        \"\"\"Dates.\"\"\"
+        from __future__ import annotations
+        from datetime import date, timedelta
+        import re as regex
+
+
+        def parse_date(s: str) -> datetime.date:
+            return date.fromisoformat(s)
+
+
+        def step(d: datetime.date, json) -> datetime.date:
+            return d + timedelta(days=math.floor(json.days)) if regex.match("x", "x") else d
+        """)
+    cleaned = clean_module(code, "dateutils")
+    assert cleaned.splitlines()[:5] == ['"""Dates."""', "from __future__ import annotations", "import datetime",
+                                        "import math", "from datetime import date, timedelta"]
+    ns: dict = {}
+    exec(compile(cleaned, "dateutils.py", "exec"), ns)  # noqa: S102 - the code above
+    assert ns["step"](ns["parse_date"]("2024-01-01"), ns["datetime"].timedelta(days=2)).isoformat() == "2024-01-03"
+    assert clean_module("import datetime as dt\n\ndef f():\n    return dt.date\n", "m").count("import") == 1
 
 
 def test_clean_module_drops_example_usage_after_the_last_definition():
@@ -606,6 +669,20 @@ def test_task_examples_include_the_inputs_a_bullet_says_are_errors():
            "    with pytest.raises(ValueError):\nE   Failed: DID NOT RAISE <class 'ValueError'>\n")
     assert {f.source for f in failed_asserts(out, "test_romans.py", tests)} <= sources
     assert task_examples(task, "romans", only="parse") == ""
+
+
+def test_task_examples_include_the_value_a_one_parameter_bullet_gives_for_a_literal():
+    task = d("""\
+        Write intervals.py:
+
+        - `merge(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]`: merged; `[]` for `[]`.
+        - `size(s: str) -> int`: `0` for `""`, `None` for `s`, and raises `ValueError` for `"?"`.
+        - `pair(a, b)`: `0` for `1`.
+        - `get(self, key)`: `None` for `"nope"`.
+        Not in a bullet: `merge([(1, 2)])` gives `[(1, 2)]` for `[(1, 2)]`.
+        """)
+    tests = task_examples(task, "intervals")
+    assert assert_sources(tests) == {"assert merge([]) == []", "assert size('') == 0"}
 
 
 def test_raises_only_keeps_the_tests_that_expect_nothing_but_errors():

@@ -1055,6 +1055,45 @@ async def test_a_wrong_check_behind_a_voted_out_one_is_voted_on_in_the_rerun(set
     assert not prompts_with(llm, "[rcp:review]") and not prompts_with(llm, "Previous attempt")
 
 
+async def test_generated_checks_contradicting_the_tasks_examples_are_dropped_before_any_draft(settings):
+    # Seen on the 1.5B (calc.py): a generated check wanted the task's own example call to raise ValueError.
+    tests = ("import pytest\nfrom solution import count_vowels\n\n\ndef test_vowels():\n"
+             "    assert count_vowels('hello') == 3\n    assert count_vowels('xyz') == 0\n\n\n"
+             "def test_errors():\n    with pytest.raises(ValueError):\n        count_vowels('hello')\n")
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:tests\]", "replies": [fence(tests)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(VOWELS)]},
+        {"match": r"\[rcp:review\]", "replies": [{"reason": "hello has 2 vowels", "wrong": "code"}]}])
+    solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"max_depth": 0}))
+    result, _ = await solve(solver, root("Write count_vowels(s), e.g. `count_vowels('hello') == 2`."))
+    assert result.solved and result.trace.attempts == 1
+    assert "== 3" not in result.tests and "ValueError" not in result.tests
+    assert "count_vowels('hello') == 2" in result.tests and "'xyz') == 0" in result.tests
+    assert ("dropped 2 check(s) that contradict the task's examples: assert count_vowels('hello') == 3; "
+            "with pytest.raises(ValueError):") in "\n".join(result.trace.notes)
+
+
+async def test_drafts_failing_the_tasks_example_rank_below_one_passing_it(settings):
+    # Two drafts sharing a bug outvote a right one on every observation; the task's example says which is right.
+    lower = "def count_vowels(s):\n    return sum(c in 'aeiou' for c in s)\n"
+    lower_2 = "def count_vowels(s):\n    return len([c for c in s if c in 'aeiou'])\n"
+    tests = ("from solution import count_vowels\n\n\ndef test_words():\n    assert count_vowels('xyz') == 0\n"
+             "    assert count_vowels('Apple') == 1\n")  # wrong, and the two lower-case drafts pass it
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:tests\]", "replies": [fence(tests)]},
+        {"match": r"Previous attempt", "replies": [fence(VOWELS_3)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(lower), fence(lower_2), fence(VOWELS)]},
+        {"match": r"\[rcp:review\]", "replies": [{"reason": "A is a vowel", "wrong": "test"}]}])
+    solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 3, "max_depth": 0}))
+    result, events = await solve(solver, root("Write count_vowels(s), e.g. `count_vowels('AEI') == 3`."))
+    assert not result.solved  # two drafts pass the wrong check: no review may drop it
+    retried = [p for p in prompts_with(llm, "Previous attempt")]
+    assert len(retried) == 1 and "'aeiouAEIOU'" in retried[0]
+    assert result.code.strip() in (VOWELS.strip(), VOWELS_3.strip())
+    assert any("3 drafts: draft 3 is retried" in e.message and "2 of 3 failing the task's examples ranked last"
+               in e.message for e in events)
+
+
 async def test_a_check_only_some_drafts_fail_stays_and_the_majority_draft_is_retried(settings):
     wrong = "def count_vowels(s):\n    return sum(c in 'aeiou' for c in s)\n"  # misses upper case
     retry = "def count_vowels(s):\n    return sum(c in 'aeiouAEIOU' for c in s)  # retried\n"
