@@ -276,7 +276,10 @@ BUILTIN_EXCEPTIONS = frozenset(name for name, value in vars(builtins).items()
 def clean_module(code: str, module: str, keep: Collection[str] = ()) -> str:
     """A generated module without what does not belong in it: self-imports, main blocks, test functions,
     classes that shadow a built-in exception (unless named in ``keep``: the task asked for that name), and
-    example usage after the last definition (see ``_example_usage``)."""
+    example usage after the last definition (see ``_example_usage``); a method's ``self.f`` where ``f`` is only a
+    module function becomes ``f`` (see ``_module_functions_via_self``); a standard module used and never imported
+    is imported."""
+    code = _module_functions_via_self(code)
     tree = parse(code)
     lines = code.splitlines(keepends=True)
     drop: list[ast.stmt] = _example_usage(tree)
@@ -304,6 +307,43 @@ def clean_module(code: str, module: str, keep: Collection[str] = ()) -> str:
         after = max((s.end_lineno or s.lineno for s in tree.body[:at]), default=0)
         lines[after:after] = [f"import {name}\n" for name in missing]
     return re.sub(r"\n{3,}\n", "\n\n\n", "".join(lines)).strip() + "\n"
+
+
+def _module_functions_via_self(code: str) -> str:
+    """``code`` with ``self.f`` in a method rewritten to ``f`` where ``f`` is a module-level function and the class
+    has no ``f`` of its own. Measured on the 1.5B (shortener.py, bench run at 91d95f5): the kept module defined
+    ``encode_base62`` at module level, as the task asks, and called it as ``self.encode_base62(...)`` in
+    ``URLShortener.shorten``, so every call raised AttributeError and 3 of 9 hidden tests failed on it alone.
+    Only classes without bases (or with ``object``) and without ``__getattr__`` are touched: anything else could
+    provide ``f`` at run time."""
+    tree = parse(code)
+    functions = {s.name for s in tree.body if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef)}
+    spans: list[ast.Attribute] = []
+    for cls in tree.body:
+        if not isinstance(cls, ast.ClassDef) or cls.keywords or any(
+                not (isinstance(b, ast.Name) and b.id == "object") for b in cls.bases):
+            continue
+        own = {n.name for n in cls.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
+        own |= {n.id for s in cls.body if isinstance(s, ast.Assign | ast.AnnAssign | ast.AugAssign)
+                for n in ast.walk(s) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        own |= {n.attr for n in ast.walk(cls) if isinstance(n, ast.Attribute) and not isinstance(n.ctx, ast.Load)}
+        if "__getattr__" in own or "__getattribute__" in own:
+            continue
+        for method in cls.body:
+            if not isinstance(method, ast.FunctionDef | ast.AsyncFunctionDef) or not method.args.args or any(
+                    isinstance(dec, ast.Name) and dec.id == "staticmethod" for dec in method.decorator_list):
+                continue
+            me = method.args.args[0].arg
+            spans += [n for n in ast.walk(method) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load)
+                      and isinstance(n.value, ast.Name) and n.value.id == me
+                      and n.attr in functions - own and n.lineno == n.end_lineno]
+    if not spans:
+        return code
+    lines = code.splitlines(keepends=True)
+    for n in sorted(spans, key=lambda n: (n.lineno, n.col_offset), reverse=True):
+        raw = lines[n.lineno - 1].encode()  # ast offsets count UTF-8 bytes
+        lines[n.lineno - 1] = (raw[:n.col_offset] + n.attr.encode() + raw[n.end_col_offset:]).decode()
+    return "".join(lines)
 
 
 def _unimported_modules(tree: ast.Module) -> list[str]:

@@ -304,6 +304,42 @@ def test_clean_module_imports_a_standard_module_it_uses_but_never_bound():
     assert clean_module("import datetime as dt\n\ndef f():\n    return dt.date\n", "m").count("import") == 1
 
 
+def test_clean_module_calls_a_module_function_a_method_reached_through_self():
+    # The 1.5B's shortener.py (bench at 91d95f5): `self.encode_base62(...)` for the module's own function.
+    code = d("""\
+        def encode_base62(n: int) -> str:
+            return "0123456789"[n] if n < 10 else "x"
+
+
+        class URLShortener:
+            label = "é"
+
+            def __init__(self):
+                self.urls = {}
+                self.size = self.label
+
+            def shorten(self, url: str) -> str:
+                code = self.encode_base62(len(self.urls) + 1) + "é" + self.encode_base62(0)
+                self.urls[code] = url
+                return code
+
+            def size_of(self):
+                return self.size
+
+
+        class Other(dict):
+            def shorten(self):
+                return self.encode_base62(1)
+        """)
+    cleaned = clean_module(code, "shortener")
+    assert 'code = encode_base62(len(self.urls) + 1) + "é" + encode_base62(0)' in cleaned
+    assert "self.size = self.label" in cleaned and "return self.size" in cleaned  # the class's own names stay
+    assert "return self.encode_base62(1)" in cleaned  # a base class could provide it
+    ns: dict = {}
+    exec(compile(cleaned, "shortener.py", "exec"), ns)  # noqa: S102 - the code above
+    assert ns["URLShortener"]().shorten("http://a") == "1é0"
+
+
 def test_clean_module_drops_example_usage_after_the_last_definition():
     # The 1.5B's shortener.py (bench): its example usage raised KeyError on import, failing every test.
     code = d("""
