@@ -807,6 +807,31 @@ def _is_test(stmt: ast.stmt) -> bool:
 test_names.__test__ = False  # type: ignore[attr-defined]  # not a pytest test, despite its name
 
 
+def one_failing_function(code: str, tests: str, failing: Collection[str]) -> tuple[str, str] | None:
+    """(name, the failing tests' source) when the tests named in ``failing`` call exactly one top-level function
+    of ``code`` (by its bare name) and no class of it, and ``code`` defines more than that function: the one
+    function to ask the model to fix, leaving the rest of the module as it is. None otherwise (nothing failed by
+    name, a failing test is not in ``tests``, or the failures call several of the module's definitions)."""
+    try:
+        tree, test_tree = parse(code), parse(tests, "tests")
+    except AssemblyError:
+        return None
+    kinds = ast.FunctionDef | ast.AsyncFunctionDef
+    functions = {s.name for s in tree.body if isinstance(s, kinds)}
+    classes = {s.name for s in tree.body if isinstance(s, ast.ClassDef)}
+    by_name = {s.name: s for s in test_tree.body if isinstance(s, kinds) and _is_test(s)}
+    if not failing or len(functions | classes) < 2 or any(n not in by_name for n in failing):
+        return None
+    called = {c.func.id for n in failing for c in ast.walk(by_name[n])
+              if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)}
+    hit = called & functions
+    if len(hit) != 1 or called & classes:
+        return None
+    lines = tests.splitlines(keepends=True)
+    return hit.pop(), "\n\n".join(_segment(lines, by_name[n]).rstrip() for n in sorted(failing,
+                                                                                    key=lambda n: by_name[n].lineno))
+
+
 def references(tests: str, name: str) -> bool:
     """Whether the test code uses ``name`` (as a name or as ``module.name``)."""
     tree = parse(tests, "tests")

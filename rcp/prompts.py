@@ -242,6 +242,23 @@ def code(spec: TaskSpec, tests_text: str, *, previous: str = "", failure: str = 
     return [ChatMessage(role="system", content=system), ChatMessage(role="user", content=_join(*blocks))]
 
 
+def fix_function(spec: TaskSpec, module_code: str, name: str, tests_text: str, failure: str, *,
+                 repeated: bool = False) -> list[ChatMessage]:
+    """Ask for one function of a module again: only its tests failed. The reply is merged into the module
+    (``rcp.solver``), so the functions that passed stay as they are, and the reply is a few lines, not a module."""
+    system = (f"{TAG_CODE} You are an expert Python programmer. You fix one function of a module. Reply with only "
+              "that function, corrected, in one ```python block, with any import or helper it needs. Use only the "
+              "standard library.")
+    blocks = [_task(spec), _context(spec), f"Module {spec.module}.py:\n{_fence(clip(module_code, MAX_LISTING))}",
+              f"These tests of `{name}` fail:\n{_fence(clip(tests_text, MAX_LISTING))}\n"
+              f"Output:\n{clip(failure, MAX_FAILURE)}"]
+    if repeated:
+        blocks.append("Your last reply was this same code again, and it still fails. Rethink the logic the failing "
+                      "test checks and change it.")
+    blocks.append(f"Now write the corrected `{name}` only, with the same signature; the rest of the module stays.")
+    return [ChatMessage(role="system", content=system), ChatMessage(role="user", content=_join(*blocks))]
+
+
 def plain(spec: TaskSpec) -> list[ChatMessage]:
     """The task as its user would ask a chat model: the task text alone, under the model's own default system
     prompt (tagged). The benchmark's single-shot arm asks so; for a task without contract only."""

@@ -24,7 +24,9 @@ The loop (issue 5):
    generated ones for a task without contract; when those never use some function the task names, tests of
    those alone are asked for next). The first attempt is ``DRAFTS`` programs (voting, below), each
    checked against the contract's signature and run with pytest in the sandbox; the chosen draft's failure is
-   fed back, up to ``MAX_RETRIES`` more attempts. A retry that returns the same program is not run again, and
+   fed back, up to ``MAX_RETRIES`` more attempts. When the failing tests call only one of the module's functions,
+   a retry asks for that function alone and merges it in (``one_failing_function``): what passed stays, and the
+   reply is a few lines instead of a module. A retry that returns the same program is not run again, and
    the next one is sampled hotter (at a low temperature the same prompt gives the same code).
 5. **Integrate**: the parts are assembled by ``rcp.assemble`` (no model involved), glue is asked for when the
    parent's own contract is not among the parts, and every part's contract tests plus the parent's own contract
@@ -127,6 +129,7 @@ from rcp.assemble import (
     is_identifier,
     merge_tests,
     normalize_tests,
+    one_failing_function,
     parse_signature,
     passed_a_check,
     raises_checks,
@@ -984,9 +987,16 @@ class Solver:
         first_retry = t.trace.attempts + 1
         for attempt in range(first_retry, first_retry + self.settings.max_retries):
             t.trace.attempts += 1
-            code, unusable = await self._write(t, attempt, prompts.code(
-                spec, tests, previous=previous, failure=failure, repeated=repeats > 0),
-                self._retry_temperature(repeats))
+            # Failures confined to one function of a module whose other functions pass: only that function is
+            # asked for and merged in, so what passed cannot break, and the reply is a few lines, not a module.
+            focus = one_failing_function(cand.code, cand.tests, cand.failing) \
+                if cand is not None and cand.code == previous else None
+            if focus is not None:
+                messages = prompts.fix_function(spec, previous, focus[0], focus[1], failure, repeated=repeats > 0)
+            else:
+                messages = prompts.code(spec, tests, previous=previous, failure=failure, repeated=repeats > 0)
+            code, unusable = await self._write(t, attempt, messages, self._retry_temperature(repeats),
+                                               onto=previous if focus is not None else "")
             if code is None:
                 failure = unusable
                 continue
@@ -1001,8 +1011,8 @@ class Solver:
                             attempt=attempt)
             else:
                 repeats = 0
-                self._event(t, EventKind.ATTEMPT, f"attempt {attempt}: {len(code.splitlines())} lines",
-                            attempt=attempt)
+                what = f"{len(code.splitlines())} lines" if focus is None else f"`{focus[0]}` rewritten in the module"
+                self._event(t, EventKind.ATTEMPT, f"attempt {attempt}: {what}", attempt=attempt)
                 previous = code
                 problem = self._signature_problem(t, code, attempt)
                 if problem:
@@ -1262,12 +1272,16 @@ class Solver:
         logger.info("task %s: %s", t.spec.task_id, note[:300])
         return amended
 
-    async def _write(self, t: _Task, attempt: int, messages: list[ChatMessage],
-                     temperature: float | None) -> tuple[str | None, str]:
-        """One code reply made into a module, or None and what to tell the model about its unusable reply."""
+    async def _write(self, t: _Task, attempt: int, messages: list[ChatMessage], temperature: float | None, *,
+                     onto: str = "") -> tuple[str | None, str]:
+        """One code reply made into a module (merged ``onto`` a module, replacing what it redefines, when given),
+        or None and what to tell the model about its unusable reply."""
         try:
             reply = await self._chat(t, messages, temperature=temperature)
-            return self._module_of(t, reply), ""
+            code = self._module_of(t, reply)
+            if onto:
+                code = self._merge_fix(t.spec, onto, code, prefer_fix=True, contracts=())
+            return code, ""
         except (ModelOutputError, AssemblyError) as e:
             self._event(t, EventKind.ATTEMPT, f"attempt {attempt}: unusable reply: {e}", attempt=attempt)
             return None, f"Your reply could not be used: {e}. Reply with one ```python block."

@@ -21,6 +21,7 @@ from rcp.assemble import (
     failed_asserts,
     merge_tests,
     normalize_tests,
+    one_failing_function,
     parse_signature,
     passed_a_check,
     references,
@@ -338,6 +339,35 @@ def test_clean_module_calls_a_module_function_a_method_reached_through_self():
     ns: dict = {}
     exec(compile(cleaned, "shortener.py", "exec"), ns)  # noqa: S102 - the code above
     assert ns["URLShortener"]().shorten("http://a") == "1é0"
+
+
+def test_one_failing_function_is_named_only_when_the_failures_call_one_of_several():
+    code = "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a * b\n\n\nclass Box:\n    pass\n"
+    tests = d("""\
+        from arith import add, mul, Box
+
+
+        def test_add():
+            assert add(1, 2) == 3
+
+
+        def test_mul():
+            x = abs(-2)
+            assert mul(x, 3) == 6
+
+
+        def test_box():
+            assert Box() is not None
+        """)
+    assert one_failing_function(code, tests, {"test_mul"}) == ("mul", d("""\
+        def test_mul():
+            x = abs(-2)
+            assert mul(x, 3) == 6"""))
+    assert one_failing_function(code, tests, {"test_mul", "test_add"}) is None  # two functions fail
+    assert one_failing_function(code, tests, {"test_box"}) is None  # a class: its methods are not told apart
+    assert one_failing_function(code, tests, set()) is None  # e.g. a collection error
+    assert one_failing_function(code, tests, {"test_gone"}) is None
+    assert one_failing_function("def mul(a, b):\n    return 0\n", tests, {"test_mul"}) is None  # nothing else
 
 
 def test_clean_module_drops_example_usage_after_the_last_definition():

@@ -147,6 +147,20 @@ async def test_failure_is_fed_back_and_the_retry_passes(settings):
     assert [e.tests_failed for e in events if e.kind == EventKind.TESTED] == [1, 0]
 
 
+async def test_when_only_one_functions_tests_fail_only_that_function_is_asked_again_and_merged(settings):
+    buggy_mul = "def mul(a, b):\n    return a + b + 0  # BUG\n"
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:code\][\s\S]*You fix one function", "replies": [fence(MUL)]},
+        *arith_rules(decide="direct", root_code=ADD + "\n\n" + buggy_mul)])
+    sandbox = FakeSandbox(rule=arith_correct)
+    result, events = await solve(Solver(llm, sandbox, settings), root(ARITH))
+    assert result.solved and "def add(a, b):\n    return a + b" in result.code and "BUG" not in result.code
+    [fix] = prompts_with(llm, "You fix one function")
+    assert "These tests of `mul` fail" in fix and "def test_mul" in fix and "def test_add" not in fix
+    assert "# BUG" in fix  # the module it fixes is shown
+    assert any("`mul` rewritten in the module" in e.message for e in events)
+
+
 async def test_a_repeated_attempt_is_not_rerun_and_the_next_is_sampled_hotter(settings):
     bad = "def is_prime(n):\n    return n > 1  # BUG\n"
     same = '"""The same program: only the docstring and comments differ."""\n\n\ndef is_prime(n):\n' \
