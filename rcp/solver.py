@@ -21,8 +21,9 @@ The loop (issue 5):
    cancels them). A delegate that raises means the swarm gave up on peers: the part is solved here (FALLBACK).
    Without a delegate the parts are solved by this solver, in this process.
 4. **Execute** a leaf: tests come from the contract (plus generated ones when the contract's are thin, or only
-   generated ones for a task without contract; when those never use some function the task names, tests of
-   those alone are asked for next). The first attempt is ``DRAFTS`` programs (voting, below), each
+   generated ones for a task without contract: one ask per function the task names, and per class with its
+   methods, when it names several (``test_groups``); else one ask, and when that never uses some function the
+   task names, tests of those alone are asked for next). The first attempt is ``DRAFTS`` programs (voting, below), each
    checked against the contract's signature and run with pytest in the sandbox; the chosen draft's failure is
    fed back, up to ``MAX_RETRIES`` more attempts. When the failing tests call only one of the module's functions,
    a retry asks for that function alone and merges it in (``one_failing_function``): what passed stays, and the
@@ -178,6 +179,8 @@ SMALL_TASK_NAMES = 6  # a task naming at most this many functions (one class at 
 DECIDE_TOKENS = 256  # a one-sentence reason and an action fit in ~80 tokens
 TESTS_TOKENS = 400  # 6 short tests are ~250 tokens; a model repeating one assert is cut off sooner
 MAX_GENERATED_CHECKS = 8  # asserts kept of generated tests (rcp.assemble.cap_checks says why)
+NAME_TESTS_TOKENS = 250  # a test function of 4 asserts is ~150 tokens (prompts.tests_of)
+NAME_CHECKS = 4  # asserts kept of the test function of one name
 PLAN_TOKENS = 1536  # 4 parts at the Plan schema's string bounds (~870 chars each) are ~900 tokens; room for JSON
 THIN_TESTS = 2  # contract tests with fewer checks than this get generated tests added
 # A retry whose prompt is the same as the last one's gets the same code back at a low temperature (seen in real
@@ -344,6 +347,18 @@ def small_task(text: str) -> str:
 def _methods_in_task(text: str) -> set[str]:
     """The names a task writes in backticks as methods (```name(self...```)."""
     return set(re.findall(r"`(?:def\s+)?([A-Za-z_]\w*)\s*\(\s*self\b", text))
+
+
+def test_groups(text: str) -> list[tuple[str, bool]]:
+    """What a task's tests are asked for one by one (``Solver._tests_by_name``): (name, is a class) for each
+    function it names that is no method, then each class that is a component (its methods are tested with it)."""
+    methods, classes = task_methods(text), _classes_in_task(text)
+    functions = [n for n in dict.fromkeys(named_in_task(text)) if n not in methods and n not in classes
+                 and not n.startswith("__")]
+    return [(n, False) for n in functions] + [(c, True) for c in _component_classes(text)]
+
+
+test_groups.__test__ = False  # type: ignore[attr-defined]  # not a pytest test, despite its name
 
 
 def task_methods(text: str) -> set[str]:
@@ -859,6 +874,8 @@ class Solver:
         base = _with_examples(base, spec.root_task, spec.module, c.name if c else None)
         if not thin:
             return base
+        if c is None and len(groups := test_groups(spec.goal)) > 1:
+            return await self._tests_by_name(t, base, groups)
         error = ""
         focus: list[str] = []  # the names earlier tests missed: the next ask is for tests of these alone
         asks = 0
@@ -893,6 +910,30 @@ class Solver:
                 error = str(e)
                 t.trace.notes.append(f"tests: {e}")
         return base
+
+    async def _tests_by_name(self, t: _Task, base: str, groups: list[tuple[str, bool]]) -> str:
+        """``base`` plus one generated test function for each (name, is a class) of ``groups``, each its own ask
+        (``prompts.tests_of``), asked again once with the error when its reply is unusable."""
+        spec = t.spec
+        tests = base
+        for name, is_class in groups:
+            error = ""
+            for _ in range(TEST_ASKS):
+                self._event(t, EventKind.TESTS, f"writing tests of {name}" + (f" again: {error}" if error else ""))
+                try:
+                    reply = await self._chat(t, prompts.tests_of(spec, name, is_class, error=error),
+                                             max_tokens=min(NAME_TESTS_TOKENS, self.llm.max_tokens))
+                    gen = cap_checks(self._tests_of(t, reply)[0], NAME_CHECKS)
+                    if not references(gen, name):
+                        raise ModelOutputError(f"the test never uses {name}")
+                    if count_checks(gen) == 0:
+                        raise ModelOutputError("the test has no assert")
+                    tests = merge_tests([Piece("tests", tests), Piece(name, gen)], spec.module).code
+                    break
+                except (ModelOutputError, AssemblyError) as e:
+                    error = str(e)
+                    t.trace.notes.append(f"tests of {name}: {e}")
+        return tests
 
     @staticmethod
     def _without_contradictions(t: _Task, tests: str) -> str:

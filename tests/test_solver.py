@@ -950,15 +950,19 @@ FG = ["def f(x):\n    return x\n\n\ndef g(x):\n    return 2 * x\n",
       "def f(x):\n    return x + 0\n\n\ndef g(x):\n    return x * 2\n"]
 
 
+M_DOUBLE = "class M:\n    def double(self, x):\n        return 2 * x\n"
+M_HALF = "\n    def half(self, x):\n        return x / 2\n"
+
+
 async def test_an_ask_for_the_missed_functions_is_left_after_an_unusable_reply(settings):
     # Measured on the 1.5B (textstats.py): a reply without code, then tests missing two of four functions, and no
     # ask left for those two. At most one ask more: here the model never tests half, and it stops after three.
-    task = "Write a module m.py with `double(x)` and `half(x)`; e.g. `double(2) == 4`."
-    one = "from m import double\n\ndef test_double():\n    assert double(3) == 6\n"
+    # (A task of several functions asks for each one's tests apart: see the next test. One class is asked whole.)
+    task = "Write a module m.py with a class `M` with methods `double(self, x)` and `half(self, x)`."
+    one = "from m import M\n\ndef test_double():\n    assert M().double(3) == 6\n"
     llm = ScriptedLLM(rules=[
         {"match": r"\[rcp:tests\]", "replies": ["I cannot.", fence(one)]},
-        {"match": r"\[rcp:code\]", "replies": [fence("def double(x):\n    return 2 * x\n\n\ndef half(x):\n"
-                                                      "    return x / 2\n")]}])
+        {"match": r"\[rcp:code\]", "replies": [fence(M_DOUBLE + M_HALF)]}])
     result, _ = await solve(Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"max_depth": 0})),
                             root(task))
     asks = prompts_with(llm, "[rcp:tests]")
@@ -1654,11 +1658,11 @@ async def test_a_small_task_is_tried_directly_without_a_decide_call(settings):
 
 
 async def test_tests_must_use_every_function_the_task_names_and_code_must_define_them(settings):
-    task = "Write a module m.py with `double(x)` and `half(x)`; e.g. `double(2) == 4`."
-    one = "from m import double\n\ndef test_double():\n    assert double(3) == 6\n"
-    other = "from m import half\n\ndef test_half():\n    assert half(8) == 4\n"
-    partial = "def double(x):\n    return 2 * x\n"
-    full = partial + "\n\ndef half(x):\n    return x / 2\n"
+    task = "Write a module m.py with a class `M` with methods `double(self, x)` and `half(self, x)`."
+    one = "from m import M\n\ndef test_double():\n    assert M().double(3) == 6\n"
+    other = "from m import M\n\ndef test_half():\n    assert M().half(8) == 4\n"
+    partial = M_DOUBLE
+    full = M_DOUBLE + M_HALF
     llm = ScriptedLLM(rules=[
         {"match": r"\[rcp:tests\]", "replies": [fence(one), fence(other)]},
         {"match": r"\[rcp:code\]", "replies": [fence(partial), fence(full)]}])
@@ -1668,11 +1672,31 @@ async def test_tests_must_use_every_function_the_task_names_and_code_must_define
     assert result.solved and "def half" in result.code and "test_half" in result.tests
     assert "test_double" in result.tests
     again = prompts_with(llm, "[rcp:tests]", "the tests never use half: test every function the task names")
-    assert len(again) == 1 and "Test only `half`" in again[0] and "assert double(3) == 6" in again[0]
+    assert len(again) == 1 and "Test only `half`" in again[0] and "assert M().double(3) == 6" in again[0]
     # The first code lacked half(): not run, and the retry was told what is missing.
     assert any(e.message == "attempt 1: not run, half not defined" for e in events if e.kind == EventKind.TESTED)
     assert prompts_with(llm, "[rcp:code]", "does not define half, which the task names")
     assert len(sandbox.runs) == 1
+
+
+async def test_each_function_of_a_module_gets_its_own_test_ask(settings):
+    # Measured on the 1.5B (6 module tasks of 3-4 functions): asked for a module's tests, it wrote one test function
+    # of the first function, asserts until max_tokens; asked per function, every function was tested.
+    task = "Write a module m.py with `double(x)` and `half(x)`; e.g. `double(2) == 4`."
+    one = "from m import double\n\ndef test_double():\n    assert double(3) == 6\n"
+    other = "from m import half\n\ndef test_half():\n    assert half(8) == 4\n"
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:tests\][\s\S]*Write only `test_double`", "replies": [fence(one)]},
+        {"match": r"\[rcp:tests\][\s\S]*Write only `test_half`", "replies": ["I cannot.", fence(other)]},
+        {"match": r"\[rcp:code\]", "replies": [fence("def double(x):\n    return 2 * x\n\n\ndef half(x):\n"
+                                                      "    return x / 2\n")]}])
+    result, _ = await solve(Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"max_depth": 0})),
+                            root(task))
+    assert result.solved and "def test_double" in result.tests and "def test_half" in result.tests
+    assert "assert double(2) == 4" in result.tests  # the task's example stays
+    asks = prompts_with(llm, "[rcp:tests]")
+    assert len(asks) == 3 and "could not be used" in asks[2] and "Write only `test_half`" in asks[2]
+    assert "tests of half: reply has no ```python block" in " ".join(result.trace.notes)
 
 
 TAKE_TASK = ("Write a Python function `take(balance, amount)`: returns balance - amount; raises `ValueError` if "
