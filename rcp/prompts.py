@@ -60,6 +60,9 @@ QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assista
 MAX_MISSION = 1200
 MAX_FAILURE = 1500
 MAX_LISTING = 6000
+# Told with a retry whose last reply was the same code (rcp.solver samples it hotter too).
+REPEATED = "Your last reply was this same code again, and it still fails. Rethink the logic the failing test " \
+    "checks and change it."
 
 
 # --- structured replies ------------------------------------------------------------------------------------
@@ -251,8 +254,7 @@ def code(spec: TaskSpec, tests_text: str, *, previous: str = "", failure: str = 
         blocks.append(f"Previous attempt:\n{_fence(clip(previous, MAX_LISTING))}\nIt failed:\n"
                       f"{clip(failure, MAX_FAILURE)}\nFix the code and reply with the whole corrected module.")
     if repeated:
-        blocks.append("Your last reply was this same code again, and it still fails. Rethink the logic the failing "
-                      "test checks and change it.")
+        blocks.append(REPEATED)
     # The instruction comes last, after any listing: shown tests last, the 0.5B echoed them back (seen in a real
     # run) instead of writing the module.
     names = [spec.contract.name] if spec.contract else _imported_names(tests_text, spec.module)
@@ -272,8 +274,7 @@ def fix_function(spec: TaskSpec, module_code: str, name: str, tests_text: str, f
               f"These tests of `{name}` fail:\n{_fence(clip(tests_text, MAX_LISTING))}\n"
               f"Output:\n{clip(failure, MAX_FAILURE)}"]
     if repeated:
-        blocks.append("Your last reply was this same code again, and it still fails. Rethink the logic the failing "
-                      "test checks and change it.")
+        blocks.append(REPEATED)
     blocks.append(f"Now write the corrected `{name}` only, with the same signature; the rest of the module stays.")
     return [ChatMessage(role="system", content=system), ChatMessage(role="user", content=_join(*blocks))]
 
