@@ -266,17 +266,27 @@ def probes(tests: str, names: Sequence[str] = ()) -> Probes:
     return Probes(ast.unparse(ast.fix_missing_locations(tree)) + "\n", positions, functions, sources)
 
 
-def check_probes(tests: str, lines: Collection[int], names: Sequence[str] = ()) -> tuple[Probes, dict[int, tuple[
-        Position, frozenset[str]]]]:
+@dataclass(frozen=True)
+class Check:
+    """One check probed alone (``check_probes``): where it records whether it holds, the observations that mean
+    it does, and where it records the values it compares (an assert's non-literal sides; a raises block's error)."""
+
+    pos: Position
+    holds: frozenset[str]
+    values: tuple[Position, ...] = ()
+
+
+def check_probes(tests: str, lines: Collection[int], names: Sequence[str] = ()) -> tuple[Probes, dict[int, Check]]:
     """Probes that tell whether each check at ``lines`` (a statement of a test function's own body: an assert or a
     ``with pytest.raises`` block) holds for a program, each in a test function of its own: the statements before
-    it, then the check. Returns the probes and, per line, the position of the check and the observations that
-    mean it holds (``'True'``; ``'raise:E'`` for a raises block of ``E``). A line that is no such check is left
-    out. Other drafts' pytest runs cannot tell this: a test function stops at its first failing check."""
+    it, then the check. Returns the probes and, per line, the ``Check``: it holds on ``'True'`` for an assert,
+    ``'raise:E'`` for a raises block of ``E``. Another function records the values an assert compares, as ``probes``
+    does, so programs failing it can be seen to agree on another value. A line that is no such check is left out.
+    Other drafts' pytest runs cannot tell this: a test function stops at its first failing check."""
     tree = parse(tests, "tests")
     head = [stmt for stmt in tree.body if not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef)]
     body: list[ast.stmt] = list(head)
-    wanted: dict[str, tuple[int, frozenset[str]]] = {}
+    wanted: dict[str, tuple[int, frozenset[str], int | None]] = {}  # function -> (line, holds, values compared)
     for fn in tree.body:
         if not isinstance(fn, ast.FunctionDef) or not fn.name.startswith("test") or fn.decorator_list or \
                 fn.args.args or fn.args.posonlyargs or fn.args.kwonlyargs:
@@ -288,16 +298,21 @@ def check_probes(tests: str, lines: Collection[int], names: Sequence[str] = ()) 
                 check: ast.stmt = ast.Assert(test=ast.Compare(ast.Call(ast.Name("bool", ast.Load()), [stmt.test], []),
                                                               [ast.Is()], [ast.Constant(True)]))
                 holds = frozenset({"True"})
+                values = len(_Rewrite("", frozenset()).stmt(stmt))  # one observation per side compared
+                # Its values in a function of their own: a check run twice (`stack.pop() == 3`) would change them.
+                body.append(ast.FunctionDef(name=f"test_rcp_values_{stmt.lineno}", args=fn.args,
+                                            body=[*fn.body[:i], stmt], decorator_list=[], returns=None,
+                                            type_params=[]))
             elif isinstance(stmt, ast.With) and len(stmt.items) == 1 and _is_raises(stmt.items[0]):
                 call = stmt.items[0].context_expr
                 assert isinstance(call, ast.Call)
                 kinds = call.args[0].elts if call.args and isinstance(call.args[0], ast.Tuple) else call.args[:1]
                 holds = frozenset(f"raise:{ast.unparse(k).rpartition('.')[2]}" for k in kinds)
-                check = stmt
+                check, values = stmt, None  # the error it records is its value
             else:
                 continue
             name = f"test_rcp_check_{stmt.lineno}"
-            wanted[name] = (stmt.lineno, holds)
+            wanted[name] = (stmt.lineno, holds, values)
             body.append(ast.FunctionDef(name=name, args=fn.args, body=[*fn.body[:i], check], decorator_list=[],
                                         returns=None, type_params=[]))
     tree.body = body
@@ -305,7 +320,27 @@ def check_probes(tests: str, lines: Collection[int], names: Sequence[str] = ()) 
         return Probes("", [], 0), {}
     probe = probes(ast.unparse(ast.fix_missing_locations(tree)) + "\n", names)
     last = {pos.test: pos for pos in probe.positions}  # a check's own observation is its function's last
-    return probe, {wanted[test][0]: (pos, wanted[test][1]) for test, pos in last.items() if test in wanted}
+    found: dict[int, Check] = {}
+    for test, pos in last.items():
+        if test in wanted:
+            line, holds, n = wanted[test]
+            compared = [q for q in probe.positions if q.test == f"test_rcp_values_{line}"]
+            values = [pos] if n is None else compared[len(compared) - n:]
+            found[line] = Check(pos, holds, tuple(values))
+    return probe, found
+
+
+def agreed_against(observed: Sequence[Observed], check: Check, errors: Collection[str] = ()) -> int:
+    """The most programs of ``observed`` that fail ``check`` with one same value there, each a vote (``votes``: an
+    error only of a kind in ``errors``, those the task states). Two drafts written apart that agree on another value
+    than a test expects are evidence the test is wrong; a shared crash is none (drafts sharing a bug are no
+    majority)."""
+    alike: Counter[tuple[str | None, ...]] = Counter()
+    for o in observed:
+        values = tuple(o.at(p) for p in check.values)
+        if o.at(check.pos) not in check.holds and values and all(votes(v, errors) for v in values):
+            alike[values] += 1
+    return max(alike.values(), default=0)
 
 
 Observations = dict[str, list[str]]  # test function -> what it recorded, in order

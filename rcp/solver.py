@@ -44,12 +44,13 @@ same message (so they agree on one value the test does not expect) is dropped wi
 the checks; the drafts vote again on the rerun, as pytest showed only each test's first failing check), and the
 draft whose behaviour the drafts agree with most (the behaviour vote, below) is the one retried. Later,
 when the same assert fails the same way for two attempts, a ``[rcp:review]`` call judges it; an assert judged wrong is
-dropped (at most a third of a test file's checks, never all). That includes a check whose call raised inside the code
-the same way twice (a test may feed an input the task never defines, as a ragged matrix to ``multiply``); such crashes
-never count as votes. Neither a vote nor a review drops the last checks of a function or method the task names, and no
-review drops a check that a function raises an error the task states for it (``states_error``) or one that any of the
-task's drafts passes, each probed alone (``_backed``). A parent re-judges any
-contract check its child dropped before accepting the child, and amends the contract only if it agrees.
+dropped (at most a third of a test file's checks, never all). Only a check the drafts dispute is reviewed
+(``_reviewed``, each check probed alone on every draft): none of them passes it, and two fail it with one same value.
+A crash is no such value (drafts sharing a bug are no majority), so a check on which the drafts raise an error the
+task never states stays; with fewer than two drafts every such check is reviewed. Neither a vote nor a review drops
+the last checks of a function or method the task names, and no review drops a check that a function raises an error
+the task states for it (``states_error``). A parent re-judges any contract check its child dropped before accepting
+the child, and amends the contract only if it agrees.
 
 Behaviour vote: when a direct attempt ends with no program passing its tests, every program it wrote runs the tests
 as probes (``rcp.probe``: each check records what the code gives rather than comparing it with the expected value),
@@ -1386,38 +1387,52 @@ class Solver:
                                  f"{', '.join(lost)}")
         return kept
 
-    async def _backed(self, t: _Task, tests: str, fails: list[FailedAssert]) -> set[int]:
-        """The lines of ``fails`` that one of this task's drafts passes (each check probed alone, all drafts in one
-        sandbox run; rcp.probe.check_probes): such a check is no review's to drop. Measured on the 1.5B, graded
-        against the tasks' references: in two bench runs the 7 wrong checks reviews dropped were passed by none of
-        the task's 3 drafts, the 3 right ones by 2. Offline (this solver's tests and drafts of intervals, romans,
-        calc, shortener and dateutils), the review said "test" for 4 right checks, each passed by 1 draft
-        (`is_roman('IIII') == False`, `merge([(1, 3), (2, 4)]) == [(1, 4)]`, calc's `tokenize('12 + (3 * 4)')`,
-        dateutils' `parse_date('2023-01-01')`), and for 7 wrong ones, each passed by none."""
+    async def _reviewed(self, t: _Task, tests: str, fails: list[FailedAssert]) -> list[FailedAssert]:
+        """The checks of ``fails`` a review may judge, by what the task's drafts do on each (probed alone, all drafts
+        in one sandbox run; rcp.probe.check_probes): none passes it, and at least two fail it with one same value
+        (a value, or an error the task states; a crash is no vote). With fewer than two drafts there is no such
+        evidence, and the review judges them all.
+
+        Measured on the 1.5B, graded against the tasks' references. Before any of this, in two bench runs the 7
+        wrong checks reviews dropped were passed by none of the task's 3 drafts, the 3 right ones by 2; offline,
+        the review said "test" for 4 right checks, each passed by 1 draft (`is_roman('IIII') == False`,
+        `merge([(1, 3), (2, 4)]) == [(1, 4)]`, calc's `tokenize('12 + (3 * 4)')`, dateutils'
+        `parse_date('2023-01-01')`), and for 7 wrong ones, each passed by none. With a passing draft required, the
+        next three bench runs (tasks' traces) still dropped 3 right checks of 12: calc's `tokenize("12 + 3 * 4") ==
+        ["12", "+", "3", "*", "4"]` and one like it, and intervals' `merge([(1, 2), (2, 4)]) == [(1, 4)]` on which the
+        kept draft raised TypeError. Of the 8 wrong ones dropped, `total_length([(1, 3), (3, 5)]) == 2` is one two
+        drafts failed alike (both gave 4)."""
         drafts = [code for code, is_draft, _ in t.programs.values() if is_draft]
         if len(drafts) < 2 or not fails:
-            return set()
+            return fails
         try:
             probes, checks = probe.check_probes(tests, {f.line for f in fails}, self._names(t))
         except AssemblyError:
-            return set()
+            return fails
         if not checks:
-            return set()
+            return fails
         timeout = max(1.0, min(self.settings.sandbox_timeout * 2, t.remaining()))
         seen = await probe.observe(self.sandbox, t.spec.module, drafts, probes, timeout=timeout)
-        backed = {line for line, (pos, holds) in checks.items() if any(o.at(pos) in holds for o in seen)}
+        if all(o.error for o in seen):
+            return fails  # no evidence either way (the probe run failed)
+        backed = {line for line, c in checks.items() if any(o.at(c.pos) in c.holds for o in seen)}
+        errors = self._stated_exceptions(t)
+        alike = {line for line, c in checks.items() if probe.agreed_against(seen, c, errors) >= 2}
         if backed:
             t.trace.notes.append(f"kept {len(backed)} doubted check(s) a draft of {len(drafts)} passes: " +
                                  "; ".join(f.source for f in fails if f.line in backed)[:300])
-        return backed
+        apart = [f for f in fails if f.line not in backed and f.line not in alike]
+        if apart:
+            t.trace.notes.append(f"kept {len(apart)} doubted check(s) no two of {len(drafts)} drafts fail alike: " +
+                                 "; ".join(f.source for f in apart)[:300])
+        return [f for f in fails if f.line not in backed and f.line in alike]
 
     async def _dispute(self, t: _Task, tests: str, fails: list[FailedAssert], limit: int) -> tuple[str, int]:
-        """``tests`` without the failing asserts a review judges wrong (at most ``limit``), and how many went. A check
-        a draft passes is not reviewed (``_backed``)."""
+        """``tests`` without the failing asserts a review judges wrong (at most ``limit``), and how many went. Only a
+        check the drafts dispute is reviewed (``_reviewed``)."""
         lines: set[int] = set()
-        reviewable = self._reviewable(t, tests, fails)
-        backed = await self._backed(t, tests, reviewable)
-        for f in [f for f in reviewable if f.line not in backed][:limit]:
+        reviewable = await self._reviewed(t, tests, self._reviewable(t, tests, fails))
+        for f in reviewable[:limit]:
             key = (t.spec.root_task, f.source)
             if key not in self._reviews:
                 try:

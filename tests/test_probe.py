@@ -80,11 +80,36 @@ async def test_check_probes_tell_whether_each_check_holds_though_an_earlier_chec
     # WRONG_F fails `9 == f(3)` (line 7): in pytest that ends test_f, so its raises check (line 8) is never reached.
     p, checks = probe.check_probes(TESTS, {7, 8, 12, 99}, ["f", "g"])
     assert sorted(checks) == [7, 8]  # line 12 is the setup `xs = g(...)`, line 99 nothing: no checks
-    assert checks[8][1] == {"raise:ValueError"} and checks[7][1] == {"True"}
+    assert checks[8].holds == {"raise:ValueError"} and checks[7].holds == {"True"}
     obs = await probe.observe(LocalPytestSandbox(), "mm", [RIGHT, WRONG_F, LOOPS], p, timeout=60)
-    holds = {line: [o.at(pos) in want for o in obs] for line, (pos, want) in checks.items()}
+    holds = {line: [o.at(c.pos) in c.holds for o in obs] for line, c in checks.items()}
     assert holds == {7: [True, False, False], 8: [True, False, False]}
+    # What each program gives where the check looks: f(3) for the assert, the error for the raises block.
+    assert {line: [[o.at(q) for q in c.values] for o in obs] for line, c in checks.items()} == {
+        7: [["9"], ["6"], [None]], 8: [["raise:ValueError"], ["no-raise"], [None]]}
     assert probe.check_probes(TESTS, {12}) == (probe.Probes("", [], 0), {})
+
+
+STACK = ("class Stack:\n    def __init__(self):\n        self.xs = [1, 2, 3]\n\n    def pop(self):\n"
+         "        return self.xs.pop()\n")
+
+
+async def test_programs_failing_a_check_alike_agree_against_it_and_a_check_is_not_run_twice():
+    tests = ("from mm import Stack, f\n\ndef test_pop():\n    s = Stack()\n    assert s.pop() == 3\n"
+             "    assert s.pop() == 5\n\ndef test_f():\n    assert f(3) == 10\n")
+    p, checks = probe.check_probes(tests, {5, 6, 9}, ["Stack", "pop", "f"])
+    squares = [STACK + RIGHT, STACK + RIGHT.replace("x * x", "x ** 2"), STACK + WRONG_F, STACK + LOOPS]
+    obs = await probe.observe(LocalPytestSandbox(), "mm", squares, p, timeout=60)
+    # The pop that holds is seen holding: its values are taken in a run of their own, not before the check.
+    assert [o.at(checks[5].pos) for o in obs] == ["True"] * 4
+    assert [o.at(checks[6].values[0]) for o in obs] == ["2"] * 4
+    # f(3) == 10: two squaring drafts agree on 9; the doubling one gives 6; a loop is no vote.
+    assert probe.agreed_against(obs, checks[9]) == 2 and probe.agreed_against(obs[2:], checks[9]) == 1
+    assert probe.agreed_against(obs, checks[6]) == 4  # all give 2 where the test expects 5
+    assert probe.agreed_against(obs, checks[5]) == 0  # it holds
+    crashing = STACK + "def f(x):\n    raise TypeError(x)\n"
+    obs = await probe.observe(LocalPytestSandbox(), "mm", [crashing, crashing], p, timeout=60)
+    assert probe.agreed_against(obs, checks[9]) == 0 and probe.agreed_against(obs, checks[9], {"TypeError"}) == 2
 
 
 async def test_agreement_scores_the_majority_behaviour_highest_overall_and_per_name():

@@ -925,24 +925,53 @@ MATMUL_B = ("def multiply(a, b):\n    out = []\n    for row in a:\n        out.a
             "for k in range(len(b))) for j in range(len(b[0]))])\n    return out\n")
 
 
-@pytest.mark.parametrize("verdict", ["test", "code"])
-async def test_a_check_whose_call_crashes_alike_is_no_vote_but_a_review_may_drop_it(settings, verdict):
+async def test_a_check_whose_call_crashes_alike_is_neither_a_vote_nor_reviewed(settings):
     # Seen on the 1.5B (matrix.py): a generated test fed multiply a ragged matrix the task never defines, and the
-    # right drafts all raised IndexError on it.
+    # right drafts all raised IndexError on it; a review dropped it. But in intervals.py a review dropped the right
+    # `merge([(1, 2), (2, 4)]) == [(1, 4)]` on which the drafts raised TypeError: a shared crash is no evidence.
     llm = ScriptedLLM(rules=[
         {"match": r"\[rcp:decide\]", "replies": [{"reason": "small", "action": "direct"}]},
         {"match": r"\[rcp:tests\]", "replies": [fence(MATMUL_TESTS)]},
         {"match": r"\[rcp:code\]", "replies": [fence(MATMUL_A), fence(MATMUL_B), fence(MATMUL_A)]},
-        {"match": r"\[rcp:review\]", "replies": [{"reason": "b is not a matrix", "wrong": verdict}]}])
+        {"match": r"\[rcp:review\]", "replies": [{"reason": "b is not a matrix", "wrong": "test"}]}])
     result, _ = await solve(Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 2,
                                                                                          "max_depth": 0})),
                             root("Write multiply(a, b), the product of two matrices."))
     assert not [n for n in result.trace.notes if "drafts agree" in n]  # the same IndexError is no agreed value
-    reviews = prompts_with(llm, "[rcp:review]")
-    assert len(reviews) == 1 and "the call raised IndexError: list index out of range" in reviews[0]
-    assert "[[1, 2], [3]]" in reviews[0]
-    assert result.solved is (verdict == "test")
-    assert ("test_ragged" in result.tests) is (verdict == "code")
+    assert not prompts_with(llm, "[rcp:review]") and not result.solved and "test_ragged" in result.tests
+    assert "kept 1 doubted check(s) no two of 2 drafts fail alike: assert multiply([[1, 2], [3, 4]], [[1, 2], [3]])" \
+        " == [[7, 10], [15, 22]]" in result.trace.notes
+
+
+RHYTHM_TESTS = ("from solution import count_vowels\n\n\ndef test_word():\n    assert count_vowels('banana') == 3\n\n\n"
+                "def test_none():\n    assert count_vowels('rhythm') == 1\n")  # wrong: no vowel in rhythm
+RHYTHM_A = "def count_vowels(s):\n    return sum(c in 'aeiou' for c in s)\n"
+RHYTHM_B = "def count_vowels(s):\n    return len([c for c in s if c in 'aeiou'])\n"  # 0 on rhythm, as RHYTHM_A
+RHYTHM_NEG = "def count_vowels(s):\n    return sum(c in 'aeiou' for c in s) or -1\n"  # -1 on rhythm
+RHYTHM_H = "def count_vowels(s):\n    return sum(c in 'aeiouh' for c in s)\n"  # 2 on rhythm
+
+
+@pytest.mark.parametrize("second", [RHYTHM_B, RHYTHM_H])
+async def test_only_a_check_two_drafts_fail_with_one_value_is_reviewed(settings, second):
+    # No vote drops `count_vowels('rhythm') == 1`: the three drafts do not all give one value. When two give 0, a
+    # review judges it (and here drops it); when all three give another value, the check stays unreviewed.
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:decide\]", "replies": [{"reason": "small", "action": "direct"}]},
+        {"match": r"\[rcp:tests\]", "replies": [fence(RHYTHM_TESTS)]},
+        {"match": r"\[rcp:review\]", "replies": [{"reason": "rhythm has no vowel", "wrong": "test"}]},
+        {"match": r"Previous attempt", "replies": [fence(RHYTHM_A)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(RHYTHM_A), fence(second), fence(RHYTHM_NEG)]}])
+    solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 3, "max_depth": 0,
+                                                                          "max_retries": 3}))
+    result, _ = await solve(solver, root("Write count_vowels(s)."))
+    assert not [n for n in result.trace.notes if "drafts agree" in n]
+    if second == RHYTHM_B:
+        assert len(prompts_with(llm, "[rcp:review]")) == 1 and result.solved
+        assert "rhythm" not in result.tests
+    else:
+        assert not prompts_with(llm, "[rcp:review]") and not result.solved and "rhythm" in result.tests
+        assert "kept 1 doubted check(s) no two of 3 drafts fail alike: assert count_vowels('rhythm') == 1" in \
+            result.trace.notes
 
 
 FG_TASK = "Write a module fg.py with `f(x: int) -> int` (returns x) and `g(x: int) -> int` (returns 2 * x)."
