@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import tempfile
 import threading
 import time
@@ -60,6 +61,7 @@ class ArmRun:
     sandbox: list[list[float]] = field(default_factory=list)  # [start, end]
     extra: dict[str, Any] = field(default_factory=dict)
     result_json: str = ""  # rcp's whole TaskResult (tests and trace too), for --traces; not kept in the results
+    events: list[ProgressEvent] = field(default_factory=list)  # the task's progress, for --traces; not kept either
 
 
 class TimedLlamaCppLLM(LlamaCppLLM):
@@ -157,7 +159,7 @@ async def run_node(llm: LLM, sandbox: Sandbox, settings: Settings, text: str, ti
     marks = _marks(llm)
     try:
         async with asyncio.timeout(timeout + RESULT_GRACE):
-            result = await solver.solve(root_spec(text, settings, timeout), lambda event: None)
+            result = await solver.solve(root_spec(text, settings, timeout), run.events.append)
         _from_result(run, result)
     except Exception as e:  # infrastructure trouble ends this task; the next one may still run
         run.error = f"{type(e).__name__}: {e}"[:500]
@@ -221,7 +223,7 @@ class SwarmArm:
 
     async def run(self, text: str, timeout: float) -> ArmRun:
         run = ArmRun(start=time.time())
-        events: list[ProgressEvent] = []
+        events = run.events
         try:
             async with asyncio.timeout(timeout + RESULT_GRACE):
                 sub = await submit(self.conn, root_spec(text, self.swarm.settings, timeout),
@@ -246,6 +248,13 @@ class SwarmArm:
         return {"nodes": s.settings.num_nodes, "ready_s": s.ready_s, "boot_wall_s": round(s.boot_s, 2),
                 "memory_mib_per_node": s.memory_mib_per_node, "memory_mib_total": s.memory_mib_total,
                 "peak_memory_mib_total": round(s.peak_memory_mib_total, 1)}
+
+    def keep_logs(self, folder: Path) -> None:
+        """Copies the nodes' logs (DEBUG: every LLM call, the tests and every program each task wrote) to
+        ``folder``, over any earlier copy: the run's own folder is removed on ``close``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in sorted((self.swarm.run_dir / "logs").glob("node-*.log")):
+            shutil.copyfile(path, folder / path.name)
 
     async def close(self) -> float:
         try:

@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale-tasks", type=int, default=3, help="scripted tasks per scale size (default 3)")
     p.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "results", help="results directory")
     p.add_argument("--traces", type=Path, help="write rcp's whole result of each task (code, tests, the trace of "
-                   "every node's attempts) to TRACES/<suite>-<task>-<arm>.json")
+                   "every node's attempts) and its progress events to TRACES/<suite>-<task>-<arm>.json, and the "
+                   "swarm's node logs (the tests and every program each task wrote) to TRACES/node-logs/")
     p.add_argument("--merge", nargs="+", type=Path, metavar="FILE", help="merge result files into one report "
                    "(no measuring)")
     p.add_argument("--regrade", type=Path, metavar="FILE", help="grade the code kept in a result file again with "
@@ -143,7 +144,7 @@ def _row(name: str, run, grade) -> dict:
 
     row = _set_grade({"task": name}, grade)
     row.update(asdict(run))  # the final code too: a result can be audited without running anything again
-    del row["result_json"]  # tens of kB per task: --traces writes it to a file of its own
+    del row["result_json"], row["events"]  # tens of kB per task: --traces writes them to a file of their own
     row["code_lines"] = len(run.code.splitlines())
     return row
 
@@ -158,13 +159,16 @@ def _set_grade(row: dict, grade) -> dict:
 
 
 def _keep_trace(folder: Path | None, stem: str, run, grade) -> None:
-    """With ``--traces``: rcp's result of one task and its hidden-test grade, as one JSON file."""
+    """With ``--traces``: rcp's result of one task, its hidden-test grade and its progress events, as one JSON
+    file."""
     if folder is None or not run.result_json:
         return
     folder.mkdir(parents=True, exist_ok=True)
     graded = json.dumps({"solved": grade.solved, "passed": grade.passed, "failed": grade.failed,
                          "output_tail": grade.output_tail[-3000:]})
-    (folder / f"{stem}.json").write_text(f'{{"grade": {graded},\n"result": {run.result_json}}}\n')
+    events = ",\n".join(e.model_dump_json() for e in run.events)
+    (folder / f"{stem}.json").write_text(f'{{"grade": {graded},\n"result": {run.result_json},\n'
+                                         f'"events": [{events}]}}\n')
 
 
 async def quality(r: Run) -> None:
@@ -217,6 +221,8 @@ async def quality(r: Run) -> None:
                     run = await swarm.run(item.text, args.task_timeout)
                     g = await grade(suite, item, run.code)
                     _keep_trace(args.traces, f"{suite}-{name}-swarm", run, g)
+                    if args.traces is not None:
+                        swarm.keep_logs(args.traces / "node-logs")
                     r.arm(suite, "swarm")["rows"].append(_row(name, run, g))
                     _log("swarm", suite, name, run, g)
                     r.results["efficiency"]["swarm"] = swarm.info()

@@ -60,10 +60,12 @@ STABLE_AFTER = 60.0  # a node that ran this long before dying counts as healthy:
 # --- helpers shared by the entry points ---------------------------------------------------------------------
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # bench.swarm and bench.programs parse it
+
+
 def configure_logging(level: str = "INFO") -> None:
     """One stderr handler on the root logger; hivemind's records go through it too (no second format)."""
-    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(level=getattr(logging, level), stream=sys.stderr, format=LOG_FORMAT, force=True)
     from hivemind.utils.logging import use_hivemind_log_handler
 
     use_hivemind_log_handler("nowhere")

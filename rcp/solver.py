@@ -606,9 +606,24 @@ class _Task:
     ballot: tuple[str, ...] = ()  # what the last vote decided on: tests, the best's code_key, the programs
     fuzz: str | None = None  # the task's fuzz calls (rcp.fuzz), made once; '' when it has none
     missed: set[str] = field(default_factory=set)  # code_keys of programs that failed an example the task states
+    logged_tests: str = ""  # the tests last written to the DEBUG log (``program``)
 
     def remaining(self) -> float:
         return self.deadline - asyncio.get_running_loop().time()
+
+    def program(self, code: str, is_draft: bool, label: str) -> None:
+        """Records a program for the vote, once; its code goes to the node's DEBUG log (with the tests it was
+        written against first), so a bench's ``--traces`` keeps every program a task wrote for regrading."""
+        key = code_key(code)
+        if key in self.programs:
+            return
+        self.programs[key] = (code, is_draft, label)
+        if logger.isEnabledFor(logging.DEBUG):
+            if self.tests is not None and self.tests != self.logged_tests:
+                self.logged_tests = self.tests
+                logger.debug("task %s: tests\n%s", self.spec.task_id, self.tests)
+            logger.debug("task %s: program (%s, %s)\n%s", self.spec.task_id, label, "draft" if is_draft else
+                         "scored, not voting", code)
 
     def offer(self, cand: _Candidate) -> None:
         # After a behaviour vote, only a solution replaces its choice: a later program passing more of the same
@@ -712,7 +727,7 @@ class Solver:
         if cand is not None:
             # The integrated module joins the vote as one more program (scored, not voting). Its test score was
             # measured on the parts' tests, not the task's, so it is no reason to prefer it on its own.
-            t.programs.setdefault(code_key(cand.code), (cand.code, False, "the integrated module"))
+            t.program(cand.code, False, "the integrated module")
         if not t.direct_tried:
             t.trace.notes.append("decomposition did not succeed; trying directly")
             await self._execute(t)
@@ -1061,7 +1076,7 @@ class Solver:
                     failure = problem
                     continue
                 cand, failure = await self._run_tests(t, code, tests, f"attempt {attempt}", attempt=attempt)
-                t.programs.setdefault(key, (code, False, f"attempt {attempt}"))
+                t.program(code, False, f"attempt {attempt}")
                 if cand.passed_all:
                     return cand
                 tried[key] = (cand, failure)
@@ -1199,7 +1214,7 @@ class Solver:
                 continue
             cand, text = await self._run_tests(t, code, tests, f"draft {n}", attempt=n)
             tried[key] = (cand, text)
-            t.programs.setdefault(key, (code, True, f"draft {n}"))
+            t.program(code, True, f"draft {n}")
             results.append(cand)
             if cand.passed_all:
                 if not self._more_drafts(t):

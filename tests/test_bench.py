@@ -5,13 +5,16 @@ Fast: the arms run on the scripted fake LLM and the fake or local-pytest sandbox
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import re
 import sys
 
 import pytest
 from fakes import FakeSandbox, LocalPytestSandbox, executes_tests
 
+from rcp.launcher import LOG_FORMAT
 from rcp.llm import ScriptedLLM
 from rcp.records import EventKind, ProgressEvent, TraceNode
 from rcp.records import TestRun as RunRecord
@@ -21,7 +24,7 @@ from rcp.solver import module_name
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-from bench import report, tasks  # noqa: E402
+from bench import programs, report, tasks  # noqa: E402
 from bench import run as bench_run  # noqa: E402
 from bench.arms import run_node, run_single, sandbox_intervals  # noqa: E402
 from bench.efficiency import arm_efficiency, series, union_length  # noqa: E402
@@ -113,8 +116,27 @@ async def test_node_arm_runs_the_solver_and_records_sandbox_runs(tmp_path):
         {"match": r"\[rcp:code\]", "replies": [f"```python\n{REF_INVENTORY}```"]},
     ])
     sandbox = FakeSandbox(rule=executes_tests)
-    run = await run_node(llm, sandbox, settings, task.text, timeout=60)
+    log = io.StringIO()
+    handler = logging.StreamHandler(log)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    solver_log = logging.getLogger("rcp.solver")
+    solver_log.addHandler(handler)
+    was = solver_log.level
+    solver_log.setLevel(logging.DEBUG)  # not `.level =`: that keeps isEnabledFor's cached answer
+    try:
+        run = await run_node(llm, sandbox, settings, task.text, timeout=60)
+    finally:
+        solver_log.removeHandler(handler)
+        solver_log.setLevel(was)
     assert run.error == "" and run.rcp_solved is True
+    # The node's log holds the program it wrote, which bench.programs grades as the bench graded the result.
+    written = programs.logged_programs(log.getvalue())
+    assert [(p.label, p.is_draft, p.code.strip()) for p in written] == [("draft 1", True, REF_INVENTORY.strip())]
+    result = json.loads(run.result_json)
+    [(p, g, returned)] = await programs.grade_programs(LocalPytestSandbox(), task, result, written)
+    assert returned and g.solved and g.passed == 9
+    assert await programs.grade_programs(LocalPytestSandbox(), task, {**result, "trace": {"task_id": "x"}},
+                                         written) == []
     # tests, checks of the errors the task states, code (a small task: no decide call)
     assert run.llm_calls == 3 and run.tokens > 0 and run.completion_tokens > 0
     assert len(run.sandbox) == len(sandbox.runs) >= 1
@@ -126,6 +148,8 @@ async def test_node_arm_runs_the_solver_and_records_sandbox_runs(tmp_path):
     bench_run._keep_trace(tmp_path / "traces", "composite-inventory-node", run, grade)
     kept = json.loads((tmp_path / "traces" / "composite-inventory-node.json").read_text())
     assert kept["grade"]["solved"] and kept["result"]["code"] == run.code and kept["result"]["trace"]["tests"]
+    assert [e["kind"] for e in kept["events"]][-1] == "result" and len(kept["events"]) == len(run.events) > 2
+    assert "events" not in bench_run._row("inventory", run, grade)
 
 
 def test_sandbox_intervals_match_events_to_trace_runs():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import time
@@ -972,6 +973,28 @@ async def test_only_a_check_two_drafts_fail_with_one_value_is_reviewed(settings,
         assert not prompts_with(llm, "[rcp:review]") and not result.solved and "rhythm" in result.tests
         assert "kept 1 doubted check(s) no two of 3 drafts fail alike: assert count_vowels('rhythm') == 1" in \
             result.trace.notes
+
+
+async def test_every_program_a_task_writes_is_logged_once_at_debug_with_its_tests(settings, caplog):
+    # A bench's --traces keeps the node logs, so another choice among a task's programs can be graded later.
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:decide\]", "replies": [{"reason": "small", "action": "direct"}]},
+        {"match": r"\[rcp:tests\]", "replies": [fence(RHYTHM_TESTS)]},
+        {"match": r"\[rcp:review\]", "replies": [{"reason": "rhythm has no vowel", "wrong": "code"}]},
+        {"match": r"Previous attempt", "replies": [fence(RHYTHM_A + "# again\n"), fence(RHYTHM_H + "\n")]},
+        {"match": r"\[rcp:code\]", "replies": [fence(RHYTHM_A), fence(RHYTHM_B), fence(RHYTHM_NEG)]}])
+    solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 3, "max_depth": 0,
+                                                                          "max_retries": 2}))
+    with caplog.at_level(logging.DEBUG, logger="rcp.solver"):
+        result, _ = await solve(solver, root("Write count_vowels(s)."))
+    logged = [r.getMessage() for r in caplog.records if ": program (" in r.getMessage()]
+    tid = result.task_id
+    assert [m.split("\n", 1)[0] for m in logged] == [
+        f"task {tid}: program (draft 1, draft)", f"task {tid}: program (draft 2, draft)",
+        f"task {tid}: program (draft 3, draft)", f"task {tid}: program (attempt 5, scored, not voting)"]
+    assert logged[1].split("\n", 1)[1] == RHYTHM_B and logged[3].split("\n", 1)[1] == RHYTHM_H
+    tests = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"task {tid}: tests\n")]
+    assert len(tests) == 1 and "count_vowels('rhythm') == 1" in tests[0]
 
 
 FG_TASK = "Write a module fg.py with `f(x: int) -> int` (returns x) and `g(x: int) -> int` (returns 2 * x)."
