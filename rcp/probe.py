@@ -391,9 +391,14 @@ def votes(value: str | None, errors: Collection[str] | None) -> bool:
 def agreement(observed: Sequence[Observed], positions: Sequence[Position], *, voters: int | None = None,
               names: frozenset[str] | None = None, errors: Collection[str] | None = None) -> list[int]:
     """Each program's score: over ``positions`` (those using one of ``names`` when given), how many voters recorded
-    the same observation there, itself included if it is one. The voters are the first ``voters`` programs (all
-    when None): independent drafts vote, while retries of one draft, steered by the same failures, are scored
-    without voting. An observation that is no vote (``votes``) scores nothing, and nothing votes for it."""
+    the same observation there, itself included if it is one, and at least 1 for an answer of its own. The voters
+    are the first ``voters`` programs (all when None): independent drafts vote, while retries of one draft, steered
+    by the same failures, are scored without voting. An observation that is no vote (``votes``) scores nothing,
+    and nothing votes for it.
+
+    So a retry answering where no draft does scores as a lone draft would: measured on the 1.5B (intervals.py),
+    every draft's ``merge`` raised TypeError and a retry passed 4 of 5 test functions, but scoring its lone
+    answers 0 kept a crashing draft. A retry still never outscores an answer two drafts agree on."""
     voting = len(observed) if voters is None else voters
     scores = [0] * len(observed)
     for pos in positions:
@@ -403,5 +408,5 @@ def agreement(observed: Sequence[Observed], positions: Sequence[Position], *, vo
         counts = Counter(v for v in seen[:voting] if v is not None)
         for i, v in enumerate(seen):
             if v is not None:
-                scores[i] += counts[v]
+                scores[i] += max(counts[v], 1)
     return scores

@@ -1105,8 +1105,8 @@ class Solver:
         best (ties: the earliest, so the plain draft first). Every program runs the tests as probes (rcp.probe):
         each check records what the code gives instead of comparing it with the test's expected value, which the
         model often gets wrong. Drafts are independent samples and vote; retries, steered by the same failures,
-        are scored without voting. A crash the task never states is no vote. A program that failed an example the
-        task states ranks below every one that did not (``_ranked_last``).
+        are scored without voting, an answer of their own counting once. A crash the task never states is no vote.
+        A program that failed an example the task states ranks below every one that did not (``_ranked_last``).
 
         Measured offline on the 1.5B (8 drafts of each of 6 composite tasks, hidden tests): choosing by this vote
         kept a right plain draft (inventory.py, 9/9) that the draft passing the most generated tests would have

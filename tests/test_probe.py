@@ -122,6 +122,8 @@ async def test_agreement_scores_the_majority_behaviour_highest_overall_and_per_n
     # Only the first two vote: the third scores by agreeing with them, and adds nothing to the first's score.
     assert probe.agreement(obs, p.positions, voters=2, names=frozenset({"f"}))[:3] == [2 + 1 + 1, 2 + 1 + 1,
                                                                                         2 + 1 + 1]
+    # A retry answering where no voter does (the voters loop and break) counts its own answer once a position.
+    assert probe.agreement([obs[3], obs[4], obs[0]], p.positions, voters=2, names=frozenset({"f"})) == [0, 0, 3]
 
 
 async def test_crashes_the_task_never_states_are_no_votes():

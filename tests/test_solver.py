@@ -1811,7 +1811,21 @@ async def test_the_vote_counts_no_crash_the_task_does_not_state(settings):
     assert not result.solved and result.code.strip() == TAKE_C.strip()
     assert any(n.startswith("vote of 3 drafts over 3 programs on 4 observations: kept draft 2")
                for n in result.trace.notes), result.trace.notes
-    print("NOTES", result.trace.notes, result.verdict, result.tests)
+
+
+async def test_the_vote_keeps_a_retry_answering_where_every_draft_crashes(settings):
+    # Seen on the 1.5B (intervals.py): every draft's merge raised TypeError, and a retry that answered (passing 4 of
+    # 5 test functions) lost the vote to a crashing draft, since a crash is no vote and nothing agreed with the retry.
+    crash_a = "def take(balance, amount):\n    return balance - [amount]\n"
+    crash_b = "def take(balance, amount):\n    return sum(balance, amount)\n"
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:tests\]", "replies": [fence(TAKE_TESTS)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(crash_a), fence(crash_b), fence(TAKE_C)]}])
+    solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 2, "max_depth": 0,
+                                                                          "max_retries": 1}))
+    result, _ = await solve(solver, root(TAKE_TASK))
+    assert not result.solved and result.code.strip() == TAKE_C.strip()
+    assert result.verdict == "not solved: the tests still fail after every attempt; the best code passed 3 of 4 tests"
 
 
 def test_after_a_vote_only_a_solution_replaces_the_voted_best():
