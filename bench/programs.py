@@ -6,6 +6,12 @@ nodes' DEBUG logs (``TRACES/node-logs/``), where the solver logs each program it
 each of them the way the bench graded the module the task returned, so another choice among a task's programs
 (another vote rule) can be judged without running the model again. One line per program: the task, its label,
 the hidden tests it passes, and ``<- returned`` on the module the task returned.
+
+Then the vote is taken again, as ``rcp.solver`` takes it now, over the root task's programs with the last tests
+it logged (``<- re-voted``, and each program's score): so a change to the vote rule is measured on the programs of
+an earlier run. It differs from the run's own last vote where the tests changed after the last program was
+written, and where the run ranked programs failing the task's examples by its runs of its own tests (here: a run
+of those examples alone).
 """
 
 from __future__ import annotations
@@ -20,12 +26,17 @@ from pathlib import Path
 
 from bench import tasks as composite
 from bench.grading import Grade, grade_composite
-from rcp.assemble import code_key
+from rcp import probe
+from rcp.assemble import AssemblyError, code_key, task_examples
+from rcp.records import TaskSpec
 from rcp.sandbox import Sandbox
+from rcp.solver import PYTEST, fuzz_calls, stated_exceptions, test_counts, vote_probes
 
 # A log record starts with logging's asctime; a program's code follows its header line up to the next record.
 RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ", re.M)
 PROGRAM = re.compile(r"DEBUG rcp\.solver: task (\w+): program \(([^,]+), (draft|scored, not voting)\)\n")
+TESTS = re.compile(r"DEBUG rcp\.solver: task (\w+): tests\n")
+PROBE_TIMEOUT = 120.0
 
 
 @dataclass
@@ -36,17 +47,61 @@ class Program:
     code: str
 
 
-def logged_programs(log: str) -> list[Program]:
-    """The programs a node's log holds, in the order written."""
+def _records(log: str, header: re.Pattern[str]) -> list[tuple[re.Match[str], str]]:
+    """Each log record with ``header``, and the text after the header (up to the next record)."""
     starts = [m.start() for m in RECORD.finditer(log)] + [len(log)]
     found = []
     for a, b in zip(starts, starts[1:], strict=False):
         record = log[a:b]
-        m = PROGRAM.search(record)
-        if m:
-            code = record[m.end():].removesuffix("\n")  # the log's own line end
-            found.append(Program(m[1], m[2], m[3] == "draft", code))
+        if m := header.search(record):
+            found.append((m, record[m.end():].removesuffix("\n")))  # the log's own line end
     return found
+
+
+def logged_programs(log: str) -> list[Program]:
+    """The programs a node's log holds, in the order written."""
+    return [Program(m[1], m[2], m[3] == "draft", code) for m, code in _records(log, PROGRAM)]
+
+
+def logged_tests(log: str) -> dict[str, str]:
+    """The last tests each task logged."""
+    return {m[1]: tests for m, tests in _records(log, TESTS)}
+
+
+@dataclass
+class Revote:
+    programs: list[Program]  # the root task's programs, drafts first, each group in order written
+    scores: list[int]
+    missed: list[bool]  # failed an example the task states: ranked last
+    chosen: int
+
+
+async def revote(sandbox: Sandbox, spec: TaskSpec, tests: str, programs: list[Program]) -> Revote | None:
+    """The vote ``rcp.solver`` takes over ``programs`` of the task ``spec`` with ``tests`` (None when fewer than
+    two drafts, or the tests cannot be probed): the drafts vote, every program is scored (rcp.probe.agreement), a
+    program failing the task's examples ranks last, and ties go to the earliest."""
+    unique = list({code_key(p.code): p for p in reversed(programs)}.values())[::-1]  # the first of each code
+    order = sorted(unique, key=lambda p: not p.is_draft)
+    drafts = sum(p.is_draft for p in order)
+    if drafts < 2:
+        return None
+    try:
+        probes = vote_probes(spec, tests, fuzz_calls(spec))
+    except AssemblyError:
+        return None
+    observed = await probe.observe(sandbox, spec.module, [p.code for p in order], probes, timeout=PROBE_TIMEOUT)
+    scores = probe.agreement(observed, probes.positions, voters=drafts, errors=stated_exceptions(spec.root_task))
+    examples = task_examples(spec.root_task, spec.module)
+    missed = [bool(examples) and not await _passes(sandbox, spec.module, p.code, examples) for p in order]
+    chosen = max(range(len(order)), key=lambda i: (not missed[i], scores[i], -i))
+    return Revote(order, scores, missed, chosen)
+
+
+async def _passes(sandbox: Sandbox, module: str, code: str, tests: str) -> bool:
+    report = await sandbox.run({f"{module}.py": code, f"test_{module}.py": tests}, [*PYTEST, f"test_{module}.py"],
+                               timeout=PROBE_TIMEOUT)
+    passed, failed = test_counts(report)
+    return report.exit_code == 0 and passed > 0 and failed == 0
 
 
 def _task_ids(trace: dict) -> set[str]:
@@ -74,7 +129,9 @@ async def _main(folder: Path) -> int:
         print(f"no node logs in {folder / 'node-logs'}: run the bench with --traces {folder} (swarm arm)",
               file=sys.stderr)
         return 2
-    programs = [p for path in logs for p in logged_programs(path.read_text(errors="replace"))]
+    texts = [path.read_text(errors="replace") for path in logs]
+    programs = [p for text in texts for p in logged_programs(text)]
+    tests = {task: t for text in texts for task, t in logged_tests(text).items()}
     settings = load_settings()
     sandbox = await DockerSandbox.create(settings.sandbox_image, SandboxLimits.from_settings(settings))
     try:
@@ -88,6 +145,20 @@ async def _main(folder: Path) -> int:
             for p, grade, is_returned in graded:
                 print(f"  {p.label:<22} {'draft' if p.is_draft else 'retry':<6} {grade.passed}/{grade.total}"
                       f"{'  <- returned' if is_returned else ''}")
+            root = kept["result"]["task_id"]
+            spec = TaskSpec(task_id=root, goal=task.text, root_task=task.text, module=task.module)
+            vote = await revote(sandbox, spec, tests[root], [p for p in programs if p.task_id == root]) \
+                if root in tests else None
+            if vote is None:
+                print("  re-vote: none (fewer than two drafts of the whole task, or no tests to probe with)")
+                continue
+            grades = {code_key(p.code): g for p, g, _ in graded}
+            print(f"  re-vote of {sum(p.is_draft for p in vote.programs)} drafts over {len(vote.programs)} programs:")
+            for i, p in enumerate(vote.programs):
+                g = grades[code_key(p.code)]
+                print(f"  {p.label:<22} {'draft' if p.is_draft else 'retry':<6} {g.passed}/{g.total}  "
+                      f"score {vote.scores[i]}{', misses an example' if vote.missed[i] else ''}"
+                      f"{'  <- re-voted' if i == vote.chosen else ''}")
     finally:
         await sandbox.close()
     return 0

@@ -399,6 +399,32 @@ def module_name(goal: str) -> str:
     return "solution"
 
 
+def task_names(spec: TaskSpec) -> list[str]:
+    """What a task asks its node to define: its contract's name, or the names the task states."""
+    return [spec.contract.name] if spec.contract is not None else named_in_task(spec.goal)
+
+
+def fuzz_calls(spec: TaskSpec) -> str:
+    """The whole task's fuzz calls (rcp.fuzz) on its bullet signatures, one object's methods when it is one class;
+    '' for a part (its contract has no bullet lines) or a task without signatures."""
+    if spec.contract is not None:
+        return ""
+    classes = _component_classes(spec.goal)
+    return fuzz.calls(spec.goal, spec.module, cls=classes[0] if len(classes) == 1 else "")
+
+
+def stated_exceptions(root_task: str) -> set[str]:
+    """The exceptions the root task names: raising one of them is behaviour a draft may vote for."""
+    own = {c for c, rest in _classes_in_task(root_task).items() if re.match(_EXCEPTION_BASE, rest)}
+    return set(_exceptions_in(root_task, own))
+
+
+def vote_probes(spec: TaskSpec, tests: str, calls: str) -> probe.Probes:
+    """What a behaviour vote runs: ``tests`` and the task's fuzz ``calls`` (``fuzz_calls``) as probes of the names
+    the task asks for (rcp.probe); AssemblyError when they cannot be probed."""
+    return probe.probes(f"{tests.rstrip()}\n\n\n{calls}" if calls else tests, task_names(spec))
+
+
 def sibling_names(spec: TaskSpec) -> set[str]:
     """The names the sibling parts of a subtask define (from their signature lines)."""
     return {m[1] for line in spec.siblings if (m := re.match(r"\s*(?:async\s+)?(?:def|class)\s+(\w+)", line))}
@@ -1018,8 +1044,7 @@ class Solver:
         return assert_sources(task_examples(t.spec.root_task, t.spec.module))
 
     def _names(self, t: _Task) -> list[str]:
-        """What the task asks this node to define: its contract's name, or the names the task states."""
-        return [t.spec.contract.name] if t.spec.contract is not None else self._required(t)
+        return task_names(t.spec)
 
     def _required(self, t: _Task) -> list[str]:
         """What the module must define: the functions, methods and classes a task without contract names."""
@@ -1143,10 +1168,8 @@ class Solver:
         """Each program's agreement with the first ``voters`` (rcp.probe.agreement) on ``tests`` run as probes, with
         the task's fuzz calls (``_fuzz``), and how many observations there were; None when the tests cannot be
         probed."""
-        calls = self._fuzz(t)
-        tests = f"{tests.rstrip()}\n\n\n{calls}" if calls else tests
         try:
-            probes = probe.probes(tests, self._names(t))
+            probes = vote_probes(t.spec, tests, self._fuzz(t))
         except AssemblyError as e:
             t.trace.notes.append(f"vote: {e}")
             return None
@@ -1161,29 +1184,20 @@ class Solver:
         if len(errors) == len(observed):
             t.trace.notes.append(f"vote: no program could be observed ({errors[0]})")
             return None
-        scores = probe.agreement(observed, probes.positions, voters=voters, errors=self._stated_exceptions(t))
+        scores = probe.agreement(observed, probes.positions, voters=voters, errors=stated_exceptions(t.spec.root_task))
         return scores, len(probes.positions)
 
     @staticmethod
     def _fuzz(t: _Task) -> str:
-        """The whole task's fuzz calls (rcp.fuzz) on its bullet signatures, one object's methods when it is one class;
-        '' for a part (its contract has no bullet lines) or a task without signatures."""
-        if t.fuzz is None and t.spec.contract is not None:
-            t.fuzz = ""
-        elif t.fuzz is None:
-            classes = _component_classes(t.spec.goal)
-            t.fuzz = fuzz.calls(t.spec.goal, t.spec.module, cls=classes[0] if len(classes) == 1 else "")
+        """The task's fuzz calls (``fuzz_calls``), made once."""
+        if t.fuzz is None:
+            t.fuzz = fuzz_calls(t.spec)
         return t.fuzz
 
     def _more_drafts(self, t: _Task) -> bool:
         """Whether drafts are still written after one passed the tests: a whole task, which has fuzz calls that can
         tell passing drafts apart, with the time for another draft."""
         return t.spec.contract is None and bool(self._fuzz(t)) and t.remaining() > MORE_DRAFTS_MIN_S
-
-    def _stated_exceptions(self, t: _Task) -> set[str]:
-        """The exceptions the root task names: raising one of them is behaviour a draft may vote for."""
-        own = {c for c, rest in _classes_in_task(t.spec.root_task).items() if re.match(_EXCEPTION_BASE, rest)}
-        return set(_exceptions_in(t.spec.root_task, own))
 
     async def _drafts(self, t: _Task, tests: str,
                       tried: dict[str, tuple[_Candidate, str]]) -> tuple[_Candidate | None, str, str]:
@@ -1431,7 +1445,7 @@ class Solver:
         if all(o.error for o in seen):
             return fails  # no evidence either way (the probe run failed)
         backed = {line for line, c in checks.items() if any(o.at(c.pos) in c.holds for o in seen)}
-        errors = self._stated_exceptions(t)
+        errors = stated_exceptions(t.spec.root_task)
         alike = {line for line, c in checks.items() if probe.agreed_against(seen, c, errors) >= 2}
         if backed:
             t.trace.notes.append(f"kept {len(backed)} doubted check(s) a draft of {len(drafts)} passes: " +

@@ -16,7 +16,7 @@ from fakes import FakeSandbox, LocalPytestSandbox, executes_tests
 
 from rcp.launcher import LOG_FORMAT
 from rcp.llm import ScriptedLLM
-from rcp.records import EventKind, ProgressEvent, TraceNode
+from rcp.records import EventKind, ProgressEvent, TaskSpec, TraceNode
 from rcp.records import TestRun as RunRecord
 from rcp.settings import PROJECT_ROOT, load_settings
 from rcp.solver import module_name
@@ -137,6 +137,8 @@ async def test_node_arm_runs_the_solver_and_records_sandbox_runs(tmp_path):
     assert returned and g.solved and g.passed == 9
     assert await programs.grade_programs(LocalPytestSandbox(), task, {**result, "trace": {"task_id": "x"}},
                                          written) == []
+    [(task_id, logged)] = programs.logged_tests(log.getvalue()).items()
+    assert task_id == result["task_id"] and "inv.quantity('a') == 2" in logged
     # tests, checks of the errors the task states, code (a small task: no decide call)
     assert run.llm_calls == 3 and run.tokens > 0 and run.completion_tokens > 0
     assert len(run.sandbox) == len(sandbox.runs) >= 1
@@ -279,3 +281,23 @@ async def test_regrade_keeps_the_grade_of_a_task_no_longer_in_the_bench(caplog):
     assert await bench_run.regrade(doc, LocalPytestSandbox()) == 0
     assert (gone["passed"], gone["total"]) == (4, 9) and "grade_output" not in gone
     assert "retired: no such composite task" in caplog.text
+
+
+async def test_revote_takes_the_solvers_vote_again_over_logged_programs():
+    text = ("Write a Python module bank.py with a function `take(balance, amount)`: returns balance - amount; raises "
+            "`ValueError` when amount is more than the balance. For example `take(5, 2) == 3`.")
+    spec = TaskSpec(goal=text, root_task=text, module="bank")
+    tests = "from bank import take\n\n\ndef test_take():\n    assert take(5, 2) == 3\n    assert take(5, 5) == 1\n"
+    crash = "def take(balance, amount):\n    return balance - [amount]\n"
+    right = "def take(balance, amount):\n    if amount > balance:\n        raise ValueError(amount)\n" \
+            "    return balance - amount\n"
+    wrong = "def take(balance, amount):\n    return balance - amount + 1\n"
+    written = [programs.Program("t", "draft 1", True, crash), programs.Program("t", "attempt 2", False, wrong),
+               programs.Program("t", "attempt 3", False, right), programs.Program("t", "draft 2", True, crash + "\n"),
+               programs.Program("t", "draft 3", True, crash.replace("[amount]", "str(amount)"))]
+    vote = await programs.revote(LocalPytestSandbox(), spec, tests, written)
+    # Drafts first, one of each code; the crashing drafts score nothing, each retry its own two answers; the wrong
+    # retry (like the crashes) misses the task's example and ranks last, so the tie goes to the right one.
+    assert [p.label for p in vote.programs] == ["draft 1", "draft 3", "attempt 2", "attempt 3"]
+    assert vote.scores == [0, 0, 2, 2] and vote.missed == [True, True, True, False] and vote.chosen == 3
+    assert await programs.revote(LocalPytestSandbox(), spec, tests, written[:3]) is None  # one draft: no vote
