@@ -1699,6 +1699,28 @@ async def test_a_task_of_one_class_is_not_split_into_its_methods(settings):
         "direct again: a class is not split into its methods"
 
 
+async def test_a_budget_cutting_the_work_short_leaves_a_last_vote_on_the_programs_since_the_last(settings):
+    # Measured on the 1.5B (intervals.py): the deadline cut a second direct round after two drafts passing 7 and 8
+    # of 9 hidden tests, and the module voted before them (2/9) was returned. Here the LLM-call budget cuts it.
+    task = "Write a module c.py with a class `C` with `get(self)` returning 1."
+    tests = ("from c import C\n\n\ndef test_get():\n    assert C().get() == 3\n\n\n"
+             "def test_int():\n    assert isinstance(C().get(), int)\n")
+    crash = "class C:\n    def get(self):\n        return 1 + None\n"
+    llm = ScriptedLLM(rules=[{"match": r"\[rcp:tests\]", "replies": [fence(tests)]},
+                             {"match": r"\[rcp:code\]", "replies": [
+                                 fence(crash), fence(crash.replace("None", "[]")),  # the first round: both crash
+                                 fence(crash.replace("1 + None", "1"))]}])  # the second: one draft, then no calls
+    solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 2, "max_retries": 0,
+                                                                          "max_llm_calls": 4}))
+    result, _ = await solve(solver, root(task))
+    assert not result.solved and "return 1\n" in result.code
+    votes = [n for n in result.trace.notes if n.startswith("vote of")]
+    assert votes == ["vote of 2 drafts over 2 programs on 2 observations: kept draft 1, agreed with 0 times",
+                     "vote of 3 drafts over 3 programs on 2 observations: chose draft 1, agreed with 2 times; the "
+                     "best by tests, 0 times"], result.trace.notes
+    assert result.verdict.startswith("not solved: LLM-call budget of 4 calls used up")
+
+
 async def test_a_small_task_is_tried_directly_without_a_decide_call(settings):
     llm = ScriptedLLM(rules=[
         {"match": r"\[rcp:tests\]", "replies": [fence("from solution import one\n\ndef test_one():\n"
