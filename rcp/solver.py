@@ -1086,6 +1086,13 @@ class Solver:
         first_retry = t.trace.attempts + 1
         for attempt in range(first_retry, first_retry + self.settings.max_retries):
             t.trace.attempts += 1
+            if repeats and t.spec.contract is None and self.settings.drafts > 1:
+                new = await self._redraft(t, attempt, tests, tried)
+                if new is not None and new.passed_all:
+                    return new
+                if new is not None and new.run.passed > cand.run.passed:  # the retries go on from it
+                    cand, failure, previous, repeats = new, tried[code_key(new.code)][1], new.code, 0
+                continue
             # Failures confined to one function of a module whose other functions pass: only that function is
             # asked for and merged in, so what passed cannot break, and the reply is a few lines, not a module.
             focus = one_failing_function(cand.code, cand.tests, cand.failing) \
@@ -1105,9 +1112,10 @@ class Solver:
                 # vote for its behaviour below, but the next attempt is sampled hotter to get something new.
                 repeats += 1
                 cand, failure = tried[key]
+                nxt = "a new draft" if t.spec.contract is None and self.settings.drafts > 1 else \
+                    f"sampled at temperature {self._retry_temperature(repeats):.2f}"
                 self._event(t, EventKind.ATTEMPT, f"attempt {attempt}: the same code as an earlier attempt, not run "
-                            f"again; the next is sampled at temperature {self._retry_temperature(repeats):.2f}",
-                            attempt=attempt)
+                            f"again; the next is {nxt}", attempt=attempt)
             else:
                 repeats = 0
                 what = f"{len(code.splitlines())} lines" if focus is None else f"`{focus[0]}` rewritten in the module"
@@ -1141,6 +1149,33 @@ class Solver:
         t.last_failure = failure
         await self._vote(t)
         return t.best
+
+    async def _redraft(self, t: _Task, attempt: int, tests: str,
+                       tried: dict[str, tuple[_Candidate, str]]) -> _Candidate | None:
+        """A new draft (the hot plain ask, a vote more) in place of a retry of a whole task, after a retry repeated
+        earlier code: the model could not act on the failure it was shown. None when its reply is unusable, a
+        repeat, or breaks what the task names.
+
+        Measured on the 1.5B (bench at dac64d8): 4 of 5 retries of `intervals` and `romans` repeated earlier code,
+        136 s of `romans`' 600 s, while a second round's drafts of `intervals` passed 7 and 8 of 9 hidden tests
+        where its first round's and its retry passed 2 or 3."""
+        messages, temperature = self._draft_asks(t, tests)[-1]
+        code, _ = await self._write(t, attempt, messages, temperature)
+        if code is None:
+            return None
+        key = code_key(code)
+        if key in tried:
+            self._event(t, EventKind.ATTEMPT, f"attempt {attempt}: a new draft, the same code as an earlier attempt",
+                        attempt=attempt)
+            return None
+        self._event(t, EventKind.ATTEMPT, f"attempt {attempt}: a new draft, {len(code.splitlines())} lines",
+                    attempt=attempt)
+        if self._signature_problem(t, code, attempt):
+            return None
+        cand, failure = await self._run_tests(t, code, tests, f"draft {attempt}", attempt=attempt)
+        tried[key] = (cand, failure)
+        t.program(code, True, f"draft {attempt}")
+        return cand
 
     async def _vote(self, t: _Task) -> None:
         """When no program passed its tests, the one whose behaviour the drafts agree with most becomes the task's

@@ -184,6 +184,27 @@ async def test_a_repeated_attempt_is_not_rerun_and_the_next_is_sampled_hotter(se
     assert result.trace.attempts == 3
 
 
+async def test_after_a_repeated_retry_a_whole_task_gets_a_new_draft_instead(settings):
+    # Measured on the 1.5B: 4 of 5 retries of intervals.py and romans.py repeated earlier code, hotter too.
+    tests = ("from solution import double\n\n\ndef test_double():\n    assert double(3) == 6\n"
+             "    assert double(5) == 10\n")
+    plus, times, right = ("def double(x):\n    return x + 3\n", "def double(x):\n    return x * 3\n",
+                          "def double(x):\n    return 2 * x\n")
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:tests\]", "replies": [fence(tests)]},
+        {"match": r"\[rcp:review\]", "replies": [{"reason": "2 * 5 is 10", "wrong": "code"}] * 3},
+        {"match": r"\[rcp:code\]", "replies": [fence(plus), fence(times), fence(plus), fence(right)]}])
+    solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 2, "max_retries": 3}))
+    result, events = await solve(solver, root("Write a Python function `double(x)` returning 2 * x."))
+    assert result.solved and result.code.strip() == right.strip()
+    attempts = [e.message for e in events if e.kind == EventKind.ATTEMPT]
+    assert "attempt 3: the same code as an earlier attempt, not run again; the next is a new draft" in attempts
+    assert "attempt 4: a new draft, 2 lines" in attempts
+    # The new draft is the plain ask, sampled as hot as the drafts after the first.
+    code_calls = [(c, p) for c, p in zip(llm.calls, llm.prompts, strict=True) if "[rcp:code]" in p[0].content]
+    assert code_calls[-1][1][-1].content == code_calls[0][1][-1].content and code_calls[-1][0].temperature == 0.8
+
+
 async def test_unusable_replies_count_as_failed_attempts(settings):
     llm = ScriptedLLM(rules=[
         {"match": r"\[rcp:decide\]", "replies": ["I think direct", {"reason": "small", "action": "direct"}]},
@@ -981,8 +1002,10 @@ async def test_every_program_a_task_writes_is_logged_once_at_debug_with_its_test
         {"match": r"\[rcp:decide\]", "replies": [{"reason": "small", "action": "direct"}]},
         {"match": r"\[rcp:tests\]", "replies": [fence(RHYTHM_TESTS)]},
         {"match": r"\[rcp:review\]", "replies": [{"reason": "rhythm has no vowel", "wrong": "code"}]},
-        {"match": r"Previous attempt", "replies": [fence(RHYTHM_A + "# again\n"), fence(RHYTHM_H + "\n")]},
-        {"match": r"\[rcp:code\]", "replies": [fence(RHYTHM_A), fence(RHYTHM_B), fence(RHYTHM_NEG)]}])
+        {"match": r"Previous attempt", "replies": [fence(RHYTHM_A + "# again\n")]},
+        # After the retry repeated draft 1, a new draft.
+        {"match": r"\[rcp:code\]", "replies": [fence(RHYTHM_A), fence(RHYTHM_B), fence(RHYTHM_NEG),
+                                                fence(RHYTHM_H + "\n")]}])
     solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 3, "max_depth": 0,
                                                                           "max_retries": 2}))
     with caplog.at_level(logging.DEBUG, logger="rcp.solver"):
@@ -991,7 +1014,7 @@ async def test_every_program_a_task_writes_is_logged_once_at_debug_with_its_test
     tid = result.task_id
     assert [m.split("\n", 1)[0] for m in logged] == [
         f"task {tid}: program (draft 1, draft)", f"task {tid}: program (draft 2, draft)",
-        f"task {tid}: program (draft 3, draft)", f"task {tid}: program (attempt 5, scored, not voting)"]
+        f"task {tid}: program (draft 3, draft)", f"task {tid}: program (draft 5, draft)"]
     assert logged[1].split("\n", 1)[1] == RHYTHM_B and logged[3].split("\n", 1)[1] == RHYTHM_H
     tests = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"task {tid}: tests\n")]
     assert len(tests) == 1 and "count_vowels('rhythm') == 1" in tests[0]
