@@ -26,7 +26,7 @@ import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -66,9 +66,12 @@ class CallStats(BaseModel):
     seconds: float = 0.0
     temperature: float = 0.0
     ok: bool = True
+    finish: str = "stop"  # "length" at max_tokens, "enough" when the caller's predicate ended it, "abandoned"
 
 
 Messages = Sequence[ChatMessage | dict[str, str]]
+# Asked about a reply so far each time it completes a line; True ends the generation there (finish "enough").
+Enough = Callable[[str], bool]
 
 
 def _as_messages(messages: Messages) -> list[ChatMessage]:
@@ -92,20 +95,22 @@ class LLM(ABC):
 
     @abstractmethod
     async def _generate(self, messages: list[ChatMessage], *, max_tokens: int, temperature: float,
-                        json_schema: dict[str, Any] | None) -> Generation:
-        """Produce one reply. With ``json_schema`` the reply should be JSON of that schema."""
+                        json_schema: dict[str, Any] | None, enough: Enough | None = None) -> Generation:
+        """Produce one reply. With ``json_schema`` the reply should be JSON of that schema; with ``enough`` it ends
+        at the first line end where ``enough(reply so far)`` is true."""
 
     async def chat(self, messages: Messages, *, max_tokens: int | None = None,
-                   temperature: float | None = None) -> str:
-        """Free-text reply to a chat."""
-        gen = await self._timed("chat", _as_messages(messages), max_tokens, temperature, None)
+                   temperature: float | None = None, enough: Enough | None = None) -> str:
+        """Free-text reply to a chat; ``enough`` ends it early, at a line end, once the caller has what it keeps
+        (tokens after that are time other work waits for)."""
+        gen = await self._timed("chat", _as_messages(messages), max_tokens, temperature, None, enough)
         return gen.text
 
     async def structured(self, messages: Messages, schema: type[T], *, max_tokens: int | None = None,
                          temperature: float | None = None) -> T:
         """A validated ``schema`` instance; raises ``ModelOutputError`` (retryable) when the reply does not fit."""
         gen = await self._timed("structured", _as_messages(messages), max_tokens, temperature,
-                                schema.model_json_schema())
+                                schema.model_json_schema(), None)
         hint = " (reply cut off at max_tokens)" if gen.finish_reason == "length" else ""
         try:
             # strict=False accepts raw newlines inside strings: llama.cpp's JSON grammar allows them and small
@@ -123,16 +128,16 @@ class LLM(ABC):
             raise ModelOutputError(f"model reply is not a valid {schema.__name__}: {where}: {first['msg']}{hint}",
                                    raw=gen.text) from e
 
-    async def _timed(self, kind, messages, max_tokens, temperature, json_schema) -> Generation:
+    async def _timed(self, kind, messages, max_tokens, temperature, json_schema, enough) -> Generation:
         started = time.perf_counter()
         temperature = self.temperature if temperature is None else temperature
         gen = await self._generate(messages, max_tokens=max_tokens or self.max_tokens, temperature=temperature,
-                                   json_schema=json_schema)
+                                   json_schema=json_schema, enough=enough)
         stats = CallStats(kind=kind, prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
-                          seconds=time.perf_counter() - started, temperature=temperature)
+                          seconds=time.perf_counter() - started, temperature=temperature, finish=gen.finish_reason)
         self.calls.append(stats)
-        logger.debug("%s call: %d+%d tokens in %.1f s", kind, stats.prompt_tokens, stats.completion_tokens,
-                     stats.seconds)
+        logger.debug("%s call: %d+%d tokens in %.1f s%s", kind, stats.prompt_tokens, stats.completion_tokens,
+                     stats.seconds, "" if stats.finish == "stop" else f" ({stats.finish})")
         return gen
 
     @property
@@ -182,7 +187,7 @@ class ScriptedLLM(LLM):
             raise ConfigError(f"LLM_SCRIPT {path} is not a readable script: {e}".splitlines()[0]) from e
         return cls(script.rules)
 
-    async def _generate(self, messages, *, max_tokens, temperature, json_schema) -> Generation:
+    async def _generate(self, messages, *, max_tokens, temperature, json_schema, enough=None) -> Generation:
         self.prompts.append(messages)
         prompt = "\n".join(m.content for m in messages)
         for i, rule in enumerate(self.rules):
@@ -192,7 +197,14 @@ class ScriptedLLM(LLM):
                 if rule.delay:
                     await asyncio.sleep(rule.delay)
                 text = reply if isinstance(reply, str) else json.dumps(reply)
-                return Generation(text=text, prompt_tokens=len(prompt) // 4, completion_tokens=len(text) // 4)
+                finish = "stop"
+                if enough is not None:  # as a stream would end: at the first line end where it is enough
+                    for end in (m.end() for m in re.finditer("\n", text)):
+                        if enough(text[:end]):
+                            text, finish = text[:end], "enough"
+                            break
+                return Generation(text=text, prompt_tokens=len(prompt) // 4, completion_tokens=len(text) // 4,
+                                  finish_reason=finish)
         raise AssertionError(f"ScriptedLLM has no rule matching prompt: {prompt[-300:]!r}")
 
 
@@ -394,7 +406,7 @@ class LlamaCppLLM(LLM):
         self._grammars[key] = prepared
         return prepared
 
-    async def _generate(self, messages, *, max_tokens, temperature, json_schema) -> Generation:
+    async def _generate(self, messages, *, max_tokens, temperature, json_schema, enough=None) -> Generation:
         await self._lock.acquire()
         stop = threading.Event()  # set when the caller gives up: the generation ends at its next token
         try:
@@ -405,7 +417,7 @@ class LlamaCppLLM(LLM):
             if json_schema is not None:
                 kwargs["response_format"] = {"type": "json_object", "schema": self._checked_grammar(json_schema)}
             call = functools.partial(self._complete, llama, stop, messages=[m.model_dump() for m in messages],
-                                     max_tokens=max_tokens, temperature=temperature, **kwargs)
+                                     max_tokens=max_tokens, temperature=temperature, enough=enough, **kwargs)
             job = asyncio.get_running_loop().run_in_executor(None, call)
         except BaseException:
             self._lock.release()
@@ -438,9 +450,11 @@ class LlamaCppLLM(LLM):
             self._use_threads(llama, min(self.n_threads_max, held.slots * self.n_threads))
             return self._stream(llama, stop, **kwargs)
 
-    def _stream(self, llama: Any, stop: threading.Event, **kwargs: Any) -> Generation:
+    def _stream(self, llama: Any, stop: threading.Event, *, enough: Enough | None = None,
+                **kwargs: Any) -> Generation:
         """Generate token by token, so an abandoned generation (its caller cancelled, e.g. a task out of time)
-        ends at once instead of running on to ``max_tokens`` while other work waits for the cores."""
+        ends at once instead of running on to ``max_tokens`` while other work waits for the cores; so does one
+        that is ``enough`` at a line end."""
         pieces: list[str] = []
         tokens, finish = 0, "stop"
         chunks = llama.create_chat_completion(stream=True, **kwargs)
@@ -453,6 +467,9 @@ class LlamaCppLLM(LLM):
                 if content := choice["delta"].get("content"):
                     pieces.append(content)
                     tokens += 1
+                    if enough is not None and "\n" in content and enough("".join(pieces)):
+                        finish = "enough"
+                        break
                 finish = choice.get("finish_reason") or finish
         finally:
             chunks.close()

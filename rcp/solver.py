@@ -145,8 +145,9 @@ from rcp.assemble import (
     task_examples,
     test_names,
 )
+from rcp.enough import asserts_written, code_written, raises_written
 from rcp.errors import BudgetExhausted, ModelOutputError
-from rcp.llm import LLM, ChatMessage, slot_count
+from rcp.llm import LLM, ChatMessage, Enough, slot_count
 from rcp.prompts import Decision, Plan, Review
 from rcp.records import (
     MAX_TEXT,
@@ -945,7 +946,8 @@ class Solver:
             self._event(t, EventKind.TESTS, "writing tests" + (f" again: {error}" if error else ""))
             try:
                 reply = await self._chat(t, prompts.tests(spec, base, error=error, focus=focus),
-                                         max_tokens=min(TESTS_TOKENS, self.llm.max_tokens))
+                                         max_tokens=min(TESTS_TOKENS, self.llm.max_tokens),
+                                         enough=asserts_written(MAX_GENERATED_CHECKS))
                 gen, used = self._tests_of(t, reply)
                 gen = cap_checks(gen, MAX_GENERATED_CHECKS)
                 if c is not None and not references(gen, c.name):
@@ -981,7 +983,8 @@ class Solver:
                 self._event(t, EventKind.TESTS, f"writing tests of {name}" + (f" again: {error}" if error else ""))
                 try:
                     reply = await self._chat(t, prompts.tests_of(spec, name, is_class, error=error),
-                                             max_tokens=min(NAME_TESTS_TOKENS, self.llm.max_tokens))
+                                             max_tokens=min(NAME_TESTS_TOKENS, self.llm.max_tokens),
+                                             enough=asserts_written(NAME_CHECKS))
                     gen = cap_checks(self._tests_of(t, reply)[0], NAME_CHECKS)
                     if not references(gen, name):
                         raise ModelOutputError(f"the test never uses {name}")
@@ -1045,8 +1048,9 @@ class Solver:
                     ", ".join(f"{name} raises {exc}" + (f" ({cases} cases)" if cases > 1 else "")
                               for name, exc, _, cases in missing))
         try:
+            wanted = {(exc, name): cases for name, exc, _, cases in missing}
             reply = await self._chat(t, prompts.error_tests(spec, missing),
-                                     max_tokens=min(TESTS_TOKENS, self.llm.max_tokens))
+                                     max_tokens=min(TESTS_TOKENS, self.llm.max_tokens), enough=raises_written(wanted))
             gen = cap_checks(self._tests_of(t, reply)[0], sum(m[3] for m in missing))
             if not raises_checks(gen) & {(exc, name) for name, exc, _, _ in missing}:
                 raise ModelOutputError("no check of a stated error")
@@ -1400,7 +1404,7 @@ class Solver:
         """One code reply made into a module (merged ``onto`` a module, replacing what it redefines, when given),
         or None and what to tell the model about its unusable reply."""
         try:
-            reply = await self._chat(t, messages, temperature=temperature)
+            reply = await self._chat(t, messages, temperature=temperature, enough=code_written)
             code = self._module_of(t, reply)
             if onto:
                 code = self._merge_fix(t.spec, onto, code, prefer_fix=True, contracts=())
@@ -1842,7 +1846,8 @@ class Solver:
         """Ask for the parent's own definition on top of its parts; on an unusable reply keep the code as is."""
         spec = t.spec
         try:
-            reply = await self._chat(t, prompts.glue(spec, code, [signature_line(c.signature) for c in contracts]))
+            reply = await self._chat(t, prompts.glue(spec, code, [signature_line(c.signature) for c in contracts]),
+                                     enough=code_written)
             glue = self._module_of(t, reply, contracts)
             return self._merge_fix(spec, code, glue, prefer_fix=False, contracts=contracts)
         except (ModelOutputError, AssemblyError) as e:
@@ -1867,12 +1872,12 @@ class Solver:
             t.trace.tokens += s.prompt_tokens + s.completion_tokens
 
     async def _chat(self, t: _Task, messages: list[ChatMessage], max_tokens: int | None = None,
-                    temperature: float | None = None) -> str:
+                    temperature: float | None = None, enough: Enough | None = None) -> str:
         self._take(t)
         logger.debug("task %s asks:\n%s", t.spec.task_id, messages[-1].content)
         before = self.llm.calls[-1] if self.llm.calls else None
         try:
-            reply = await self.llm.chat(messages, max_tokens=max_tokens, temperature=temperature)
+            reply = await self.llm.chat(messages, max_tokens=max_tokens, temperature=temperature, enough=enough)
         finally:
             self._account(t, before)
         logger.debug("task %s got:\n%s", t.spec.task_id, reply)

@@ -148,6 +148,19 @@ async def test_scripted_delay_is_awaited_not_blocking():
     assert 0.2 <= time.perf_counter() - started < 0.5, "three delayed replies overlap (0.6 s if they queued)"
 
 
+async def test_scripted_reply_ends_at_the_first_line_end_where_it_is_enough():
+    llm = ScriptedLLM(replies=["one\ntwo\nthree\nfour\n"])
+    seen: list[str] = []
+
+    def enough(so_far: str) -> bool:
+        seen.append(so_far)
+        return so_far.count("\n") == 2
+
+    assert await llm.chat(user("count"), enough=enough) == "one\ntwo\n"
+    assert seen == ["one\n", "one\ntwo\n"] and llm.calls[-1].finish == "enough"
+    assert await llm.chat(user("count"), enough=lambda so_far: False) == "one\ntwo\nthree\nfour\n"
+
+
 def test_scripted_from_file(tmp_path):
     script = tmp_path / "script.json"
     script.write_text(json.dumps({"rules": [{"match": "decide", "replies": [{"reason": "r", "action": "direct"}]},
@@ -201,7 +214,7 @@ async def test_structured_names_a_wrong_shape_inside_a_list():
 class _CutOff(LLM):
     """A backend whose reply hit max_tokens, as llama.cpp reports it."""
 
-    async def _generate(self, messages, *, max_tokens, temperature, json_schema) -> Generation:
+    async def _generate(self, messages, *, max_tokens, temperature, json_schema, enough=None) -> Generation:
         return Generation(text='{"reason": "because it is', completion_tokens=max_tokens, finish_reason="length")
 
 
@@ -412,6 +425,19 @@ async def test_real_model_abandoned_generation_stops_at_once(small_model):
     assert waited < 5, f"the next call waited {waited:.1f} s for an abandoned generation"
     stats = small_model.calls[-1]
     assert 0 < stats.completion_tokens <= 4 and stats.prompt_tokens > 10
+
+
+@pytest.mark.model
+@pytest.mark.asyncio(loop_scope="module")
+async def test_real_model_reply_ends_where_the_caller_has_enough(small_model):
+    """``enough`` is asked at each line end of the stream, and the generation ends at the first yes."""
+    text = await small_model.chat(user("List twenty fruits, one per line."), max_tokens=200,
+                                  enough=lambda so_far: so_far.count("\n") >= 3)
+    stats = small_model.calls[-1]
+    # The token ending the third line may hold two line ends.
+    assert stats.finish == "enough" and 3 <= text.count("\n") <= 4, text
+    # Twenty fruits are 60+ tokens; three lines of them a dozen or so.
+    assert 0 < stats.completion_tokens <= 40, (stats.completion_tokens, text)
 
 
 @pytest.mark.model

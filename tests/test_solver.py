@@ -1796,6 +1796,35 @@ async def test_each_function_of_a_module_gets_its_own_test_ask(settings):
     assert "tests of half: reply has no ```python block" in " ".join(result.trace.notes)
 
 
+async def test_a_reply_ends_once_it_holds_what_is_kept_of_it(settings):
+    # Measured on the 1.5B (romans.py): asked for the test of one function it listed 18 asserts until max_tokens, of
+    # which 4 are kept; asked for 3 stated-error checks it wrote 15 `pytest.raises` blocks until max_tokens; and it
+    # explains its code after the code block (~80 tokens a reply).
+    task = ("Write a module m.py with:\n\n- `double(x)`: twice x, e.g. `double(2) == 4`.\n"
+            "- `half(x)`: x // 2; raises `ValueError` if `x` is None.")
+    double = "from m import double\n\ndef test_double():\n" + "".join(f"    assert double({i}) == {2 * i}\n"
+                                                                       for i in range(10))
+    half = "from m import half\n\ndef test_half():\n" + "".join(f"    assert half({2 * i}) == {i}\n"
+                                                                 for i in range(10))
+    errors = "import pytest\nfrom m import half\n\n" + "".join(
+        f"def test_none_{i}():\n    with pytest.raises(ValueError):\n        half(None)\n\n" for i in range(5))
+    llm = ScriptedLLM(rules=[
+        {"match": r"Errors to check", "replies": [fence(errors)]},
+        {"match": r"\[rcp:tests\][\s\S]*Write only `test_double`", "replies": [fence(double)]},
+        {"match": r"\[rcp:tests\][\s\S]*Write only `test_half`", "replies": [fence(half)]},
+        {"match": r"\[rcp:code\]", "replies": [fence("def double(x):\n    return 2 * x\n\n\ndef half(x):\n"
+                                                      "    if x is None:\n        raise ValueError(x)\n"
+                                                      "    return x // 2\n") + "\n\nThis module defines two "
+                                                "functions: `double` returns twice its argument, and ...\n"]}])
+    result, _ = await solve(Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"max_depth": 0})),
+                            root(task))
+    assert result.solved
+    assert [c.finish for c in llm.calls] == ["enough"] * 4  # the code's explanation was not generated either
+    assert "assert double(3) == 6" in result.tests and "double(4)" not in result.tests
+    assert result.tests.count("half(None)") == 1 and "test_none_1" not in result.tests  # 1 case stated, 1 written
+    assert llm.calls[2].completion_tokens < len(fence(errors)) // 8
+
+
 TAKE_TASK = ("Write a Python function `take(balance, amount)`: returns balance - amount; raises `ValueError` if "
              "amount is not positive (0 included) or more than the balance.")
 TAKE_A = ("def take(balance, amount):\n    if amount <= 0 or amount > balance:\n        raise ValueError(amount)\n"
