@@ -362,7 +362,9 @@ def parse_code_reply(reply: str, *, want_tests: bool = False) -> str:
             tree = ast.parse(block)
         except SyntaxError as e:
             error = f"line {e.lineno}: {e.msg}"
-            salvaged = _complete_prefix(block) if cut_off and i == len(blocks) - 1 else None
+            salvaged = _without_docstrings(block)
+            if salvaged is None and cut_off and i == len(blocks) - 1:
+                salvaged = _complete_prefix(block)
             if salvaged is None:
                 continue
             block, tree = salvaged
@@ -378,6 +380,42 @@ def parse_code_reply(reply: str, *, want_tests: bool = False) -> str:
         detail = f" (a block has a syntax error: {error})" if error else ""
         raise ModelOutputError(f"reply has no ```python block with {what}{detail}", raw=reply)
     return "\n\n\n".join(good) + "\n"
+
+
+_DEF_LINE = re.compile(r"^\s*(?:async\s+def|def|class)\b.*:\s*(?:#.*)?$")
+_DOCSTRING_OPEN = re.compile(r"^(\s*)[rRuU]?(\"\"\"|\'\'\')")
+
+
+def _without_docstrings(block: str) -> tuple[str, ast.Module] | None:
+    """The block without the docstrings under its ``def`` and ``class`` lines, if that parses (None if not).
+
+    Line by line: a docstring spans from its opening quotes to the first line that ends with them. Seen on the 1.5B
+    (romans.py): a draft copied the task's ``""`` into a docstring (`e.g. \"\"\", "IIII"`), and a whole module of
+    four functions was unusable, 93 s of a 600 s task.
+    """
+    lines = block.splitlines()
+    kept: list[str] = []
+    i = 0
+    while i < len(lines):
+        kept.append(lines[i])
+        i += 1
+        if not _DEF_LINE.match(kept[-1]) or i >= len(lines) or not (opening := _DOCSTRING_OPEN.match(lines[i])):
+            continue
+        indent, quotes = opening.groups()
+        end = i if lines[i].rstrip().endswith(quotes) and len(lines[i].strip()) > len(quotes) + 1 else i + 1
+        while end < len(lines) and not lines[end].rstrip().endswith(quotes):
+            end += 1
+        if end >= len(lines):
+            return None
+        i = end + 1
+        following = next((line for line in lines[i:] if line.strip()), "")
+        if len(following) - len(following.lstrip()) < len(indent):  # the docstring was the whole body
+            kept.append(indent + "pass")
+    text = "\n".join(kept)
+    try:
+        return text, ast.parse(text)
+    except SyntaxError:
+        return None
 
 
 def _complete_prefix(block: str, max_cut: int = 40) -> tuple[str, ast.Module] | None:

@@ -1415,6 +1415,19 @@ def test_code_replies_are_read(reply, defines):
     assert defines in code and "print(" not in code and "def test_f" not in code
 
 
+def test_a_module_whose_docstring_the_model_broke_is_read_without_its_docstrings():
+    # Seen on the 1.5B (romans.py): the task's `""` copied into a docstring ended it mid-way.
+    from rcp.prompts import parse_code_reply
+    reply = ('```python\nclass R:\n    """Numerals."""\n\n    def f(self, s):\n        """\n        Raises for '
+             'anything else, e.g. """, "IIII".\n        """\n        return len(s)\n\n\ndef g():\n    \'\'\'e.g. '
+             '""", "x"\n    \'\'\'\n\n\ndef h():\n    """Kept\n    or not."""\n    return "\\"\\"\\""\n```\n')
+    code = parse_code_reply(reply)
+    namespace: dict = {}
+    exec(code, namespace)
+    assert namespace["R"]().f("XIV") == 3 and namespace["g"]() is None and namespace["h"]() == '"""'
+    assert '"""' not in code.replace('"\\"\\"\\""', "")  # every docstring went, the string stayed
+
+
 @pytest.mark.parametrize(("reply", "error"), [
     ("I cannot help with that.", "no ```python block with a function or class definition"),
     ("```python\ndef f(:\n```", "syntax error: line 1"),
