@@ -1306,10 +1306,13 @@ class Solver:
                 again, text = await self._run_tests(t, cand.code, tests, f"draft {i} without the checks the drafts "
                                                     "agree against")
                 tried[code_key(cand.code)] = (again, text)
-                if again.passed_all:
-                    return again, "", tests
                 rerun.append(again)
             results = rerun
+            # All are run again and those passing voted on, as drafts passing at once are. Measured on the 1.5B
+            # (lrucache.py, bench at 8d2bdbc): once a wrong check of `keys` all 3 drafts failed alike was dropped,
+            # the first draft passed and was returned at once (6/9 hidden tests); the vote chose draft 2 (9/9).
+            if passing := [c for c in results if c.passed_all]:
+                return await self._among_passing(t, tests, results, passing), "", tests
         best = results[0]
         if len(results) > 1:
             # The draft retried is the one whose behaviour the drafts agree with most (see _vote), not the one
