@@ -1051,8 +1051,8 @@ class Solver:
             wanted = {(exc, name): cases for name, exc, _, cases in missing}
             reply = await self._chat(t, prompts.error_tests(spec, missing),
                                      max_tokens=min(TESTS_TOKENS, self.llm.max_tokens), enough=raises_written(wanted))
-            gen = cap_checks(self._tests_of(t, reply)[0], sum(m[3] for m in missing))
-            if not raises_checks(gen) & {(exc, name) for name, exc, _, _ in missing}:
+            gen = cap_checks(self._tests_of(t, reply)[0], sum(wanted.values()))
+            if not raises_checks(gen) & wanted.keys():
                 raise ModelOutputError("no check of a stated error")
             return merge_tests([Piece("tests", tests), Piece("errors", gen)], spec.module).code
         except (ModelOutputError, AssemblyError) as e:
@@ -1090,7 +1090,7 @@ class Solver:
         first_retry = t.trace.attempts + 1
         for attempt in range(first_retry, first_retry + self.settings.max_retries):
             t.trace.attempts += 1
-            if repeats and t.spec.contract is None and self.settings.drafts > 1:
+            if repeats and self._plain_drafts(t):
                 new = await self._redraft(t, attempt, tests, tried)
                 if new is not None and new.passed_all:
                     return new
@@ -1116,7 +1116,7 @@ class Solver:
                 # vote for its behaviour below, but the next attempt is sampled hotter to get something new.
                 repeats += 1
                 cand, failure = tried[key]
-                nxt = "a new draft" if t.spec.contract is None and self.settings.drafts > 1 else \
+                nxt = "a new draft" if self._plain_drafts(t) else \
                     f"sampled at temperature {self._retry_temperature(repeats):.2f}"
                 self._event(t, EventKind.ATTEMPT, f"attempt {attempt}: the same code as an earlier attempt, not run "
                             f"again; the next is {nxt}", attempt=attempt)
@@ -1174,12 +1174,18 @@ class Solver:
             return None
         self._event(t, EventKind.ATTEMPT, f"attempt {attempt}: a new draft, {len(code.splitlines())} lines",
                     attempt=attempt)
-        if self._signature_problem(t, code, attempt):
-            return None
-        cand, failure = await self._run_tests(t, code, tests, f"draft {attempt}", attempt=attempt)
-        tried[key] = (cand, failure)
-        t.program(code, True, f"draft {attempt}")
-        return cand
+        return (await self._run_draft(t, code, attempt, tests, tried))[0]
+
+    async def _run_draft(self, t: _Task, code: str, n: int, tests: str,
+                         tried: dict[str, tuple[_Candidate, str]]) -> tuple[_Candidate | None, str]:
+        """Draft ``n`` (new code) checked against what the task names, run against the tests, kept in ``tried`` and
+        logged as a voter (label ``draft n``): it and its failure text, or None and what breaks the task's names."""
+        if problem := self._signature_problem(t, code, n):
+            return None, problem
+        cand, text = await self._run_tests(t, code, tests, f"draft {n}", attempt=n)
+        tried[code_key(code)] = (cand, text)
+        t.program(code, True, f"draft {n}")
+        return cand, text
 
     async def _vote(self, t: _Task) -> None:
         """When no program passed its tests, the one whose behaviour the drafts agree with most becomes the task's
@@ -1278,13 +1284,10 @@ class Solver:
                 self._event(t, EventKind.ATTEMPT, f"draft {n}: the same code as an earlier draft", attempt=n)
                 continue
             self._event(t, EventKind.ATTEMPT, f"draft {n}: {len(code.splitlines())} lines", attempt=n)
-            problem = self._signature_problem(t, code, n)
-            if problem:
-                failure = failure or problem
+            cand, text = await self._run_draft(t, code, n, tests, tried)
+            if cand is None:
+                failure = failure or text
                 continue
-            cand, text = await self._run_tests(t, code, tests, f"draft {n}", attempt=n)
-            tried[key] = (cand, text)
-            t.program(code, True, f"draft {n}")
             results.append(cand)
             if cand.passed_all:
                 if not self._more_drafts(t):
@@ -1352,11 +1355,15 @@ class Solver:
         t.best = drafts[win]
         return drafts[win]
 
+    def _plain_drafts(self, t: _Task) -> bool:
+        """Whether the task's drafts are plain asks (a whole task, several drafts): see _draft_asks."""
+        return t.spec.contract is None and self.settings.drafts > 1
+
     def _draft_asks(self, t: _Task, tests: str) -> list[tuple[list[ChatMessage], float | None]]:
         """The prompts and temperatures of the ``DRAFTS`` drafts. A task without contract: the plain ask at the base
         temperature, then the plain ask sampled hotter. A part: one with the tests in view, the rest from the
         contract alone, sampled hotter."""
-        if t.spec.contract is None and self.settings.drafts > 1:
+        if self._plain_drafts(t):
             # Measured on the 1.5B: asked plainly, the model wrote a right matrix.py (10/10 hidden tests) while the
             # draft that saw the generated tests, all of square matrices, did not (9/10). The plain ask is what
             # one call to the model gives; as a draft, it is tested and voted on like the others. The other drafts
