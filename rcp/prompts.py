@@ -234,7 +234,8 @@ def error_tests(spec: TaskSpec, missing: Sequence[tuple[str, str, str, int]]) ->
     system = (f"{TAG_TESTS} You write pytest checks that code raises the errors its task states. Reply with one "
               f"```python block: `import pytest`, `from {spec.module} import ...`, then one short test function per "
               "error case listed, each calling the code, with arguments the task says are wrong, inside "
-              "`with pytest.raises(...)`. No fixtures, no mocks, no printing.")
+              "`with pytest.raises(...)`. First build what the call needs (objects, accounts, entries) so that the "
+              "listed case is the only thing wrong. No fixtures, no mocks, no printing.")
     wanted = "\n".join(f"- `{name}` raises `{exc}`" + (f", {cases} cases, one test each" if cases > 1 else "") +
                        f": {clip(text, 300)}" for name, exc, text, cases in missing)
     return [ChatMessage(role="system", content=system),

@@ -1597,6 +1597,33 @@ async def test_a_rule_for_every_function_taking_a_parameter_adds_its_case_to_the
     assert result.solved and "pay(5, 1, 0)" in result.tests and result.code.strip() == SAFE_PAY.strip()
 
 
+async def test_a_case_of_a_stated_error_left_out_is_asked_for_again_by_its_own_sentence(settings):
+    """Measured on the 1.5B (bank.py): asked for `transfer`'s 2 ValueError cases, it wrote the `src == dst` one only,
+    and no module's `transfer` refused an amount of 0."""
+    same = ("import pytest\nfrom m import pay\n\ndef test_p():\n    assert pay(5, 1, 2) == 3\n")
+    llm = ScriptedLLM(rules=[
+        {"match": r"Errors to check", "replies": [
+            fence("import pytest\nfrom m import pay\n\ndef test_same():\n    with pytest.raises(ValueError):\n"
+                  "        pay(1, 1, 2)\n"),
+            fence("import pytest\nfrom m import pay\n\ndef test_zero():\n    with pytest.raises(ValueError):\n"
+                  "        pay(5, 1, 0)\n")]},
+        {"match": r"rcp:tests", "replies": [fence(same)]},
+        {"match": r"Previous attempt", "replies": [fence(SAFE_PAY)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(PAY)]}])
+    result, events = await solve(Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"max_depth": 0})),
+                                 root(PAY_TASK))
+    first, again = prompts_with(llm, "Errors to check")
+    assert "- `pay` raises `ValueError`, 2 cases, one test each: `pay(src" in first
+    # The second ask names the one case left, by the sentence stating it, not the bullet whose case was written.
+    assert "- `pay` raises `ValueError`: Every function taking an `amount` raises `ValueError` if it is not " \
+           "positive" in again
+    assert "`pay(src" not in again.split("Errors to check")[1]
+    assert "writing checks of the stated error cases still unchecked: pay raises ValueError" in \
+        [e.message for e in events]
+    assert result.solved and "pay(1, 1, 2)" in result.tests and "pay(5, 1, 0)" in result.tests
+    assert result.code.strip() == SAFE_PAY.strip()
+
+
 async def test_checks_of_a_stated_error_are_kept_against_reviews(settings):
     """Measured on the 1.5B (inventory.py): reviews judged `remove("item", 0)` raising ValueError wrong, though the
     task says a `qty` that is not positive raises it, and a `remove` that accepted 0 passed as solved."""
