@@ -30,7 +30,7 @@ from rcp import probe
 from rcp.assemble import AssemblyError, code_key, task_examples
 from rcp.records import TaskSpec
 from rcp.sandbox import Sandbox
-from rcp.solver import PYTEST, fuzz_calls, stated_exceptions, test_counts, vote_probes
+from rcp.solver import PYTEST, fuzz_calls, stated_exceptions, stated_raises, test_counts, vote_probes
 
 # A log record starts with logging's asctime; a program's code follows its header line up to the next record.
 RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ", re.M)
@@ -73,13 +73,15 @@ class Revote:
     programs: list[Program]  # the root task's programs, drafts first, each group in order written
     scores: list[int]
     missed: list[bool]  # failed an example the task states: ranked last
+    raised: list[int]  # checks of a stated error answered with it (rcp.solver.stated_raises): ranked next
     chosen: int
 
 
 async def revote(sandbox: Sandbox, spec: TaskSpec, tests: str, programs: list[Program]) -> Revote | None:
     """The vote ``rcp.solver`` takes over ``programs`` of the task ``spec`` with ``tests`` (None when fewer than
     two drafts, or the tests cannot be probed): the drafts vote, every program is scored (rcp.probe.agreement), a
-    program failing the task's examples ranks last, and ties go to the earliest."""
+    program failing the task's examples ranks last, one raising more stated errors where checked ranks higher, and
+    ties go to the earliest."""
     unique = list({code_key(p.code): p for p in reversed(programs)}.values())[::-1]  # the first of each code
     order = sorted(unique, key=lambda p: not p.is_draft)
     drafts = sum(p.is_draft for p in order)
@@ -93,8 +95,9 @@ async def revote(sandbox: Sandbox, spec: TaskSpec, tests: str, programs: list[Pr
     scores = probe.agreement(observed, probes.positions, voters=drafts, errors=stated_exceptions(spec.root_task))
     examples = task_examples(spec.root_task, spec.module)
     missed = [bool(examples) and not await _passes(sandbox, spec.module, p.code, examples) for p in order]
-    chosen = max(range(len(order)), key=lambda i: (not missed[i], scores[i], -i))
-    return Revote(order, scores, missed, chosen)
+    raised = stated_raises(spec.root_task, observed, probes.positions)
+    chosen = max(range(len(order)), key=lambda i: (not missed[i], raised[i], scores[i], -i))
+    return Revote(order, scores, missed, raised, chosen)
 
 
 async def _passes(sandbox: Sandbox, module: str, code: str, tests: str) -> bool:
@@ -158,6 +161,7 @@ async def _main(folder: Path) -> int:
                 g = grades[code_key(p.code)]
                 print(f"  {p.label:<22} {'draft' if p.is_draft else 'retry':<6} {g.passed}/{g.total}  "
                       f"score {vote.scores[i]}{', misses an example' if vote.missed[i] else ''}"
+                      f"{f', raises {vote.raised[i]} stated error(s)' if vote.raised[i] else ''}"
                       f"{'  <- re-voted' if i == vote.chosen else ''}")
     finally:
         await sandbox.close()

@@ -285,10 +285,11 @@ async def test_regrade_keeps_the_grade_of_a_task_no_longer_in_the_bench(caplog):
 
 
 async def test_revote_takes_the_solvers_vote_again_over_logged_programs():
-    text = ("Write a Python module bank.py with a function `take(balance, amount)`: returns balance - amount; raises "
-            "`ValueError` when amount is more than the balance. For example `take(5, 2) == 3`.")
+    text = ("Write a Python module bank.py with a function:\n- `take(balance, amount)`: returns balance - amount; "
+            "raises `ValueError` when amount is more than the balance. For example `take(5, 2) == 3`.")
     spec = TaskSpec(goal=text, root_task=text, module="bank")
-    tests = "from bank import take\n\n\ndef test_take():\n    assert take(5, 2) == 3\n    assert take(5, 5) == 1\n"
+    tests = ("import pytest\nfrom bank import take\n\n\ndef test_take():\n    assert take(5, 2) == 3\n"
+             "    assert take(5, 5) == 1\n    with pytest.raises(ValueError):\n        take(5, 9)\n")
     crash = "def take(balance, amount):\n    return balance - [amount]\n"
     right = "def take(balance, amount):\n    if amount > balance:\n        raise ValueError(amount)\n" \
             "    return balance - amount\n"
@@ -297,8 +298,10 @@ async def test_revote_takes_the_solvers_vote_again_over_logged_programs():
                programs.Program("t", "attempt 3", False, right), programs.Program("t", "draft 2", True, crash + "\n"),
                programs.Program("t", "draft 3", True, crash.replace("[amount]", "str(amount)"))]
     vote = await programs.revote(LocalPytestSandbox(), spec, tests, written)
-    # Drafts first, one of each code; the crashing drafts score nothing, each retry its own two answers; the wrong
-    # retry (like the crashes) misses the task's example and ranks last, so the tie goes to the right one.
+    # Drafts first, one of each code; the crashing drafts score nothing, each retry its own answers; the wrong
+    # retry (like the crashes) misses the task's example and ranks last, so the tie goes to the right one, the one
+    # raising the stated error where the tests check it.
     assert [p.label for p in vote.programs] == ["draft 1", "draft 3", "attempt 2", "attempt 3"]
-    assert vote.scores == [0, 0, 2, 2] and vote.missed == [True, True, True, False] and vote.chosen == 3
+    assert vote.scores == [0, 0, 22, 22] and vote.missed == [True, True, True, False] and vote.chosen == 3
+    assert vote.raised == [0, 0, 0, 1]
     assert await programs.revote(LocalPytestSandbox(), spec, tests, written[:3]) is None  # one draft: no vote
