@@ -73,7 +73,7 @@ class Revote:
     programs: list[Program]  # the root task's programs, drafts first, each group in order written
     scores: list[int]
     missed: list[bool]  # failed an example the task states: ranked last
-    raised: list[int]  # checks of a stated error answered with it (rcp.solver.stated_raises): ranked next
+    raised: list[int]  # standing on the stated errors (rcp.solver.stated_raises): ranked next
     chosen: int
 
 
@@ -95,7 +95,7 @@ async def revote(sandbox: Sandbox, spec: TaskSpec, tests: str, programs: list[Pr
     scores = probe.agreement(observed, probes.positions, voters=drafts, errors=stated_exceptions(spec.root_task))
     examples = task_examples(spec.root_task, spec.module)
     missed = [bool(examples) and not await _passes(sandbox, spec.module, p.code, examples) for p in order]
-    raised = stated_raises(spec.root_task, observed, probes.positions)
+    raised = stated_raises(spec.root_task, observed, probes.positions, drafts)
     chosen = max(range(len(order)), key=lambda i: (not missed[i], raised[i], scores[i], -i))
     return Revote(order, scores, missed, raised, chosen)
 
@@ -161,7 +161,7 @@ async def _main(folder: Path) -> int:
                 g = grades[code_key(p.code)]
                 print(f"  {p.label:<22} {'draft' if p.is_draft else 'retry':<6} {g.passed}/{g.total}  "
                       f"score {vote.scores[i]}{', misses an example' if vote.missed[i] else ''}"
-                      f"{f', raises {vote.raised[i]} stated error(s)' if vote.raised[i] else ''}"
+                      f"{f', stated-error score {vote.raised[i]}' if vote.raised[i] else ''}"
                       f"{'  <- re-voted' if i == vote.chosen else ''}")
     finally:
         await sandbox.close()

@@ -30,6 +30,7 @@ UNTYPED = (0, 1, 2, 3, -1, "a")
 CASES = 24  # call sequences of a class (or calls of each function)
 STEPS = 8  # method calls per sequence
 MAX_DEPTH = 3
+TEST_PREFIX = "test_rcp_fuzz_"  # the fuzz calls' test functions: what a vote runs beside the tests' own
 
 
 def signatures(task: str) -> list[ast.FunctionDef]:
@@ -118,7 +119,7 @@ def calls(task: str, module: str, *, cls: str = "", seed: int = 0, cases: int = 
             return ""
         lines.append(f"from {module} import {cls}")
         for k in range(cases):
-            lines += ["", "", f"def test_rcp_fuzz_{k}():", f"    obj = {cls}({inputs.arguments(init)})"]
+            lines += ["", "", f"def {TEST_PREFIX}{k}():", f"    obj = {cls}({inputs.arguments(init)})"]
             for _ in range(steps):
                 fn = rng.choice(methods)
                 lines.append(f"    assert obj.{fn.name}({inputs.arguments(fn)}) == None")
@@ -130,6 +131,6 @@ def calls(task: str, module: str, *, cls: str = "", seed: int = 0, cases: int = 
             return ""
         lines.append(f"from {module} import {', '.join(dict.fromkeys(f.name for f in functions))}")
         for fn in functions:
-            lines += ["", "", f"def test_rcp_fuzz_{fn.name}():"]
+            lines += ["", "", f"def {TEST_PREFIX}{fn.name}():"]
             lines += [f"    assert {fn.name}({inputs.arguments(fn)}) == None" for _ in range(cases)]
     return "\n".join(lines) + "\n"

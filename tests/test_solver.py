@@ -18,6 +18,7 @@ from textwrap import dedent as d
 import pytest
 from fakes import FakeSandbox, LocalPytestSandbox, events_of, executes_tests, fails_when
 
+from rcp import probe
 from rcp.assemble import count_checks
 from rcp.errors import DockerUnavailableError
 from rcp.llm import ScriptedLLM
@@ -35,6 +36,7 @@ from rcp.solver import (
     several_classes,
     small_task,
     stated_errors,
+    stated_raises,
     states_error,
     subtree_calls,
     subtree_tokens,
@@ -1464,6 +1466,27 @@ def test_plan_repairs_what_small_models_get_wrong():
         plan_schema(4).model_validate(five)
 
 
+def test_stated_raises_counts_checks_met_less_errors_raised_where_most_voters_give_a_value():
+    task = "Write a module m.py:\n\n- `get(s: str) -> int`: its value; raises `ValueError` for a bad `s`."
+    raises = probe.Position("test_bad", 0, frozenset({"get"}), "with pytest.raises(ValueError):\n    get('x')")
+    other = probe.Position("test_bad", 1, frozenset({"get"}), "with pytest.raises(KeyError):\n    get('y')")
+    value = probe.Position("test_get", 0, frozenset({"get"}), "get('I')")
+    fuzz_value = probe.Position("test_rcp_fuzz_get", 0, frozenset({"get"}), "get('Q')")
+
+    def seen(bad: str, got: str, fuzzed: str) -> probe.Observed:
+        return probe.Observed({"test_bad": [bad, "raise:KeyError"], "test_get": [got], "test_rcp_fuzz_get": [fuzzed]})
+
+    right = seen("raise:ValueError", "1", "raise:ValueError")  # raising where the fuzz calls ask is no fault
+    lax = seen("no-raise", "1", "7")
+    strict = seen("raise:ValueError", "raise:ValueError", "raise:ValueError")  # raises on everything
+    positions = [raises, other, value, fuzz_value]
+    # KeyError is no error the task states: its check counts for nobody. Two of three voters give get('I') a value.
+    assert stated_raises(task, [right, lax, strict], positions, voters=3) == [1, 0, 0]
+    # With the strict program's twin voting, get('I') has no majority of values: nothing is taken off.
+    assert stated_raises(task, [right, lax, strict, strict], positions, voters=4) == [1, 0, 1, 1]
+    assert stated_raises(task.replace("`ValueError`", "an error"), [right, lax], positions, voters=2) == [0, 0]
+
+
 def test_stated_errors_are_read_from_the_bullets_of_a_task():
     text = d("""\
         Write a module m.py with an exception class `Broke(Exception)` and a class `Shop`:
@@ -1939,8 +1962,8 @@ async def test_unsolved_a_program_raising_a_stated_error_where_checked_beats_the
                                                                           "max_retries": 0}))
     result, _ = await solve(solver, root(TAKE_TASK.replace("function `take", "function:\n- `take")))
     assert not result.solved and result.code.strip() == TAKE_A.strip(), result.trace.notes
-    assert "vote of 3 drafts over 3 programs on 27 observations: chose draft 3, raised 1 stated error(s) where " \
-           "checked and agreed with 47 times; the best by tests, agreed with 52 times" in result.trace.notes
+    assert "vote of 3 drafts over 3 programs on 27 observations: chose draft 3, stated-error score 1, agreed " \
+           "with 47 times; the best by tests, agreed with 52 times" in result.trace.notes
 
 
 async def test_the_vote_counts_no_crash_the_task_does_not_state(settings):
