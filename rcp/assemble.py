@@ -832,6 +832,29 @@ def one_failing_function(code: str, tests: str, failing: Collection[str]) -> tup
                                                                                     key=lambda n: by_name[n].lineno))
 
 
+def setup_example(tests: str, cls: str, max_lines: int = 16) -> str:
+    """The source of the test function of ``tests`` that builds a ``cls`` and calls the most distinct methods
+    (the earliest on a tie; one without ``pytest.raises`` first), at most ``max_lines`` long: how the tests set up
+    the object a check of an error needs. '' when no test function builds one."""
+    tree = _parse_or_empty(tests)
+    lines = tests.splitlines(keepends=True)
+    best: tuple[tuple[bool, int], str] | None = None
+    for stmt in tree.body:
+        if not isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef) or not _is_test(stmt):
+            continue
+        calls = [c.func for c in ast.walk(stmt) if isinstance(c, ast.Call)]
+        if not any(isinstance(f, ast.Name) and f.id == cls for f in calls):
+            continue
+        source = _segment(lines, stmt).rstrip()
+        if len(source.splitlines()) > max_lines:
+            continue
+        rank = (not any(_is_raises_block(n) for n in ast.walk(stmt)),
+                len({f.attr for f in calls if isinstance(f, ast.Attribute)}))
+        if best is None or rank > best[0]:
+            best = rank, source
+    return best[1] if best else ""
+
+
 def references(tests: str, name: str) -> bool:
     """Whether the test code uses ``name`` (as a name or as ``module.name``)."""
     tree = parse(tests, "tests")

@@ -228,9 +228,10 @@ def tests_of(spec: TaskSpec, name: str, is_class: bool, *, error: str = "") -> l
     return [ChatMessage(role="system", content=system), ChatMessage(role="user", content=_join(*blocks))]
 
 
-def error_tests(spec: TaskSpec, missing: Sequence[tuple[str, str, str, int]]) -> list[ChatMessage]:
+def error_tests(spec: TaskSpec, missing: Sequence[tuple[str, str, str, int]], example: str = "") -> list[ChatMessage]:
     """Ask for one ``pytest.raises`` check per case of an error the task states that the tests do not check yet:
-    (name, exception, the sentence that states it, how many cases it states)."""
+    (name, exception, the sentence that states it, how many cases it states); ``example``, a test of the module
+    that builds its object, shows the setup a check needs."""
     system = (f"{TAG_TESTS} You write pytest checks that code raises the errors its task states. Reply with one "
               f"```python block: `import pytest`, `from {spec.module} import ...`, then one short test function per "
               "error case listed, each calling the code, with arguments the task says are wrong, inside "
@@ -238,8 +239,9 @@ def error_tests(spec: TaskSpec, missing: Sequence[tuple[str, str, str, int]]) ->
               "listed case is the only thing wrong. No fixtures, no mocks, no printing.")
     wanted = "\n".join(f"- `{name}` raises `{exc}`" + (f", {cases} cases, one test each" if cases > 1 else "") +
                        f": {clip(text, 300)}" for name, exc, text, cases in missing)
+    setup = f"A test of this module, showing how to build what a call needs:\n{_fence(example)}" if example else ""
     return [ChatMessage(role="system", content=system),
-            ChatMessage(role="user", content=_join(_task(spec), _context(spec), f"Module: {spec.module}.py",
+            ChatMessage(role="user", content=_join(_task(spec), _context(spec), f"Module: {spec.module}.py", setup,
                                                    f"Errors to check, one test each:\n{wanted}",
                                                    "Write only these tests, not the code."))]
 

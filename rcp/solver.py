@@ -139,6 +139,7 @@ from rcp.assemble import (
     raises_only,
     references,
     repair_tests,
+    setup_example,
     signature_header,
     signature_line,
     split_tests,
@@ -1088,8 +1089,8 @@ class Solver:
                         ", ".join(f"{name} raises {exc}" + (f" ({cases} cases)" if cases > 1 else "")
                                   for name, exc, _, cases in missing))
             try:
-                tests = merge_tests([Piece("tests", tests), Piece("errors", await self._error_tests(t, missing))],
-                                    t.spec.module).code
+                written = await self._error_tests(t, missing, tests)
+                tests = merge_tests([Piece("tests", tests), Piece("errors", written)], t.spec.module).code
             except (ModelOutputError, AssemblyError) as e:
                 t.trace.notes.append(f"error tests: {e}")
                 return tests
@@ -1114,10 +1115,15 @@ class Solver:
                 out.append((name, exc, " / ".join(lines[min(n, len(lines) - 1):]), cases - n))
         return out
 
-    async def _error_tests(self, t: _Task, missing: list[tuple[str, str, str, int]]) -> str:
-        """One reply's ``pytest.raises`` checks of the ``missing`` cases, at most as many as asked."""
+    async def _error_tests(self, t: _Task, missing: list[tuple[str, str, str, int]], tests: str) -> str:
+        """One reply's ``pytest.raises`` checks of the ``missing`` cases, at most as many as asked. The ask shows how
+        ``tests`` build the task's class (``setup_example``). Measured on the 1.5B (bank.py, two runs), without it
+        the checks called a bank without accounts: ``withdraw(1, 100)`` expecting InsufficientFunds failed every
+        draft (it raised KeyError) and ``transfer(1, 2, 0)`` passed only drafts checking the amount first."""
         wanted = {(exc, name): cases for name, exc, _, cases in missing}
-        reply = await self._chat(t, prompts.error_tests(t.spec, missing),
+        classes = _component_classes(t.spec.goal)
+        example = setup_example(tests, classes[0]) if len(classes) == 1 else ""
+        reply = await self._chat(t, prompts.error_tests(t.spec, missing, example),
                                  max_tokens=min(TESTS_TOKENS, self.llm.max_tokens), enough=raises_written(wanted))
         gen = cap_checks(self._tests_of(t, reply)[0], sum(wanted.values()))
         if not raises_checks(gen) & wanted.keys():

@@ -27,6 +27,7 @@ from rcp.assemble import (
     references,
     rename,
     repair_tests,
+    setup_example,
     signature_header,
     split_tests,
     task_examples,
@@ -339,6 +340,42 @@ def test_clean_module_calls_a_module_function_a_method_reached_through_self():
     ns: dict = {}
     exec(compile(cleaned, "shortener.py", "exec"), ns)  # noqa: S102 - the code above
     assert ns["URLShortener"]().shorten("http://a") == "1é0"
+
+
+def test_setup_example_is_the_test_building_the_class_with_the_most_methods_without_raises():
+    tests = d("""
+        import pytest
+        from bank import Bank
+
+        def test_open():
+            assert Bank().open("ann") == 1
+
+        def test_move():
+            bank = Bank()
+            a, b = bank.open("ann"), bank.open("bob")
+            bank.deposit(a, 5)
+            with pytest.raises(ValueError):
+                bank.move(a, a, 1)
+            assert bank.balance(a) == 5
+
+        def test_deposit():
+            bank = Bank()
+            a = bank.open("ann")
+            bank.deposit(a, 5)
+            assert bank.balance(a) == 5
+
+        def test_other():
+            assert len("x") == 1
+        """)
+    # test_move calls more methods but holds a raises block; test_open fewer; test_other builds no Bank.
+    assert setup_example(tests, "Bank") == d("""
+        def test_deposit():
+            bank = Bank()
+            a = bank.open("ann")
+            bank.deposit(a, 5)
+            assert bank.balance(a) == 5""")
+    assert setup_example(tests, "Bank", max_lines=4) == 'def test_open():\n    assert Bank().open("ann") == 1'
+    assert setup_example(tests, "Cache") == "" and setup_example("def broken(:", "Bank") == ""
 
 
 def test_one_failing_function_is_named_only_when_the_failures_call_one_of_several():

@@ -1542,6 +1542,7 @@ async def test_a_stated_error_no_test_checks_gets_a_check_written(settings, erro
                                  root(DIV_TASK))
     errors_prompt = prompts_with(llm, "Errors to check")
     assert len(errors_prompt) == 1 and "- `div` raises `ValueError`: `div(a: float" in errors_prompt[0]
+    assert "showing how to build" not in errors_prompt[0]  # functions alone: no object to set up
     assert result.solved
     if solved:  # the code without the check of b == 0 failed, and its retry raises
         assert "pytest.raises(ValueError)" in result.tests and "raise ValueError" in result.code
@@ -1618,6 +1619,72 @@ async def test_a_rule_for_every_function_taking_a_parameter_adds_its_case_to_the
     assert "- `pay` raises `ValueError`, 2 cases, one test each: `pay(src" in asked[0]
     assert "Every function taking an `amount` raises `ValueError` if it is not positive" in asked[0]
     assert result.solved and "pay(5, 1, 0)" in result.tests and result.code.strip() == SAFE_PAY.strip()
+
+
+WALLET_TASK = ("Write a module m.py with a class `Wallet`:\n\n- `open(owner: str) -> int`: a new account's number, "
+               "from 1.\n- `deposit(account: int, amount: int) -> None`: adds amount.\n- `balance(account: int) -> "
+               "int`: its money.\n- `take(account: int, amount: int) -> None`: raises `ValueError` if amount is "
+               "more than the balance.")
+WALLET = d("""
+    class Wallet:
+        def __init__(self):
+            self.money = {}
+
+        def open(self, owner):
+            self.money[len(self.money) + 1] = 0
+            return len(self.money)
+
+        def deposit(self, account, amount):
+            self.money[account] += amount
+
+        def balance(self, account):
+            return self.money[account]
+
+        def take(self, account, amount):
+            if amount > self.money[account]:
+                raise ValueError(amount)
+            self.money[account] -= amount
+    """)
+
+
+async def test_the_ask_for_checks_of_stated_errors_shows_how_the_tests_build_the_object(settings):
+    """Measured on the 1.5B (bank.py, two runs): the checks of stated errors called a bank without accounts, so
+    `withdraw(1, 100)` expecting InsufficientFunds failed every draft (KeyError) and `transfer(1, 2, 0)` passed only
+    drafts that check the amount before the accounts."""
+    tests = d("""
+        from m import Wallet
+
+        def test_open():
+            w = Wallet()
+            assert w.open("ann") == 1
+
+        def test_deposit():
+            w = Wallet()
+            a = w.open("ann")
+            w.deposit(a, 5)
+            assert w.balance(a) == 5
+        """)
+    errors = d("""
+        import pytest
+        from m import Wallet
+
+        def test_take_too_much():
+            w = Wallet()
+            a = w.open("ann")
+            with pytest.raises(ValueError):
+                w.take(a, 1)
+        """)
+    llm = ScriptedLLM(rules=[
+        {"match": r"Errors to check", "replies": [fence(errors)]},
+        {"match": r"rcp:tests", "replies": [fence(tests)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(WALLET)]}])
+    result, _ = await solve(Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"max_depth": 0})),
+                            root(WALLET_TASK))
+    [asked] = prompts_with(llm, "Errors to check")
+    # The test calling the most methods, shown before the errors asked for.
+    shown = asked.split("showing how to build what a call needs:")[1].split("Errors to check")[0]
+    assert "def test_deposit():" in shown and "w.deposit(a, 5)" in shown and "test_open" not in shown
+    assert result.solved and "w.take(a, 1)" in result.tests
 
 
 async def test_a_case_of_a_stated_error_left_out_is_asked_for_again_by_its_own_sentence(settings):
