@@ -1453,7 +1453,11 @@ class Solver:
 
     def _voted_out(self, t: _Task, tests: str, drafts: list[_Candidate]) -> str | None:
         """``tests`` without the asserts every draft fails with the same message, when at least two distinct
-        drafts that pass some check agree so (at most half of the checks, never the task's own examples).
+        drafts that pass some check agree so (at most half of the checks, never the task's own examples, never a
+        check of an error the task states: the task's sentence outranks the drafts, as in a review).
+
+        Measured on the 1.5B (bank.py, bench at 04a0d44): all 3 drafts' ``transfer`` let -10 through, the check
+        of it raising ValueError was dropped, and the module returned as solved failed that hidden test (9/10).
 
         A draft passing no whole test function still votes when it passed a check before its failing one: measured
         on the 1.5B (intervals.py, this solver's tests, graded by the reference), all 3 drafts failed the wrong
@@ -1468,7 +1472,7 @@ class Solver:
         failed = [{(f.line, f.source, f.message) for f in fails if not f.crashed} for _, fails in working]
         trusted = self._trusted(t)
         agreed = self._droppable(t, tests, [FailedAssert(*f) for f in sorted(set.intersection(*failed))
-                                            if f[1] not in trusted])
+                                            if f[1] not in trusted and not states_error(t.spec.root_task, f[1])])
         limit = max(1, count_checks(tests) // 2) - t.dropped
         agreed = agreed[:max(0, limit)]
         if not agreed:

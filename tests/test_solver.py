@@ -1243,6 +1243,43 @@ async def test_drafts_agree_against_a_raises_check_and_a_builtin_imported_from_t
         "2 drafts agree against 1 check(s), dropped: with pytest.raises(KeyError):\n    name(\"bob\")")
 
 
+async def test_drafts_agreeing_against_a_check_of_a_stated_error_keep_it(settings):
+    # Seen on the 1.5B (bank.py): every draft's transfer let a negative amount through, the drafts voted the check of
+    # its ValueError out, and the module returned as solved failed that hidden test. The task's sentence wins: the
+    # check stays and the retry adds the refusal. A raises check of an error the task never states still goes.
+    task = ("Write a module m.py:\n\n- `take(balance: int, amount: int) -> int`: balance - amount; raises "
+            "`ValueError` if amount is negative.\n- `name(s: str) -> str`: s capitalized.")
+    tests = d("""
+        import pytest
+        from m import take, name
+
+        def test_take():
+            assert take(5, 2) == 3
+            with pytest.raises(ValueError):
+                take(5, -1)
+
+        def test_name():
+            assert name("ann") == "Ann"
+            with pytest.raises(KeyError):
+                name("bob")
+        """)
+    lax = "def take(balance, amount):\n    return balance - amount\n\n\ndef name(s):\n    return s.capitalize()\n"
+    lax_2 = lax.replace("balance - amount", "int(balance) - int(amount)")
+    fixed = lax.replace("    return balance",
+                        "    if amount < 0:\n        raise ValueError(amount)\n    return balance")
+    llm = ScriptedLLM(rules=[
+        {"match": r"\[rcp:tests\]", "replies": [fence(tests)]},
+        {"match": r"You fix one function", "replies": [fence(fixed.split("\n\n\n")[0])]},
+        {"match": r"\[rcp:code\]", "replies": [fence(lax), fence(lax_2)]}])
+    solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 2, "max_depth": 0}))
+    result, _ = await solve(solver, root(task))
+    assert result.solved and "raise ValueError(amount)" in result.code, result.verdict
+    assert "take(5, -1)" in result.tests and "KeyError" not in result.tests
+    assert [n for n in result.trace.notes if "drafts agree" in n] == [
+        "2 drafts agree against 1 check(s), dropped: with pytest.raises(KeyError):\n    name(\"bob\") (Failed: DID "
+        "NOT RAISE KeyError)"]
+
+
 CODES_TASK = ("Write a Python module codes.py with `encode(n: int) -> str`: returns str(n); and a class `Store` with "
               "`add(self, url: str) -> str`: the code of a new url (1, 2, ...), and `get(self, code: str) -> str`: "
               "the url of a code, KeyError for an unknown code.")
