@@ -1401,7 +1401,7 @@ class Solver:
                                                               -i))
                 best = results[win]
                 label = t.programs[code_key(best.code)][2]
-                self._event(t, EventKind.ATTEMPT, f"{len(results)} drafts: {label} is retried, its behaviour "
+                self._event(t, EventKind.ATTEMPT, f"{len(results)} drafts: {label} is retried, "
                             f"{_standing(ranks[win])} on {observations} observations; it passed {best.run.passed} "
                             "tests" + _ranked_last(t, [c.code for c in results]))
         return best, tried[code_key(best.code)][1], tests
