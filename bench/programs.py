@@ -80,8 +80,8 @@ class Revote:
 async def revote(sandbox: Sandbox, spec: TaskSpec, tests: str, programs: list[Program]) -> Revote | None:
     """The vote ``rcp.solver`` takes over ``programs`` of the task ``spec`` with ``tests`` (None when fewer than
     two drafts, or the tests cannot be probed): the drafts vote, every program is scored (rcp.probe.agreement), a
-    program failing the task's examples ranks last, one raising more stated errors where checked ranks higher, and
-    ties go to the earliest."""
+    program failing the task's examples ranks last, then programs rank by their standing on the stated errors
+    (rcp.solver.stated_raises), and ties go to the earliest."""
     unique = list({code_key(p.code): p for p in reversed(programs)}.values())[::-1]  # the first of each code
     order = sorted(unique, key=lambda p: not p.is_draft)
     drafts = sum(p.is_draft for p in order)

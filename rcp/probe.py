@@ -378,13 +378,24 @@ async def observe(sandbox: Sandbox, module: str, drafts: Sequence[str], probe: P
     return [Observed(r.get("observations", {}), r.get("error", "")) for r in found]
 
 
+def is_error(value: str | None) -> bool:
+    """Whether an observation is an exception: ``raise:E`` where a value was computed, ``crash:E`` where a statement
+    ended its test function."""
+    return value is not None and value.startswith(("raise:", "crash:"))
+
+
+def is_value(value: str | None) -> bool:
+    """Whether an observation is a value the code computed (not an exception, a timeout or nothing)."""
+    return value is not None and value != "timeout" and not is_error(value)
+
+
 def votes(value: str | None, errors: Collection[str] | None) -> bool:
     """Whether an observation is a vote: a value, or an error of a kind the task states (``errors``; any kind when
     None). A crash the task never asks for, or a timeout, agrees with nothing: drafts sharing a bug are no
     majority (measured on the 1.5B, intervals.py: 5 of 8 drafts' ``merge`` raised TypeError on tuples)."""
     if value is None or value == "timeout":
         return False
-    kind = value.partition(":")[2] if value.startswith(("raise:", "crash:")) else ""
+    kind = value.partition(":")[2] if is_error(value) else ""
     return not kind or errors is None or kind in errors
 
 
