@@ -228,10 +228,11 @@ def tests_of(spec: TaskSpec, name: str, is_class: bool, *, error: str = "") -> l
     return [ChatMessage(role="system", content=system), ChatMessage(role="user", content=_join(*blocks))]
 
 
-def error_tests(spec: TaskSpec, missing: Sequence[tuple[str, str, str, int]], example: str = "") -> list[ChatMessage]:
+def error_tests(spec: TaskSpec, missing: Sequence[tuple[str, str, str, int]], example: str = "", *,
+                error: str = "") -> list[ChatMessage]:
     """Ask for one ``pytest.raises`` check per case of an error the task states that the tests do not check yet:
     (name, exception, the sentence that states it, how many cases it states); ``example``, a test of the module
-    that builds its object, shows the setup a check needs."""
+    that builds its object, shows the setup a check needs; ``error``, why the previous reply could not be used."""
     system = (f"{TAG_TESTS} You write pytest checks that code raises the errors its task states. Reply with one "
               f"```python block: `import pytest`, `from {spec.module} import ...`, then one short test function per "
               "error case listed, each calling the code, with arguments the task says are wrong, inside "
@@ -243,6 +244,7 @@ def error_tests(spec: TaskSpec, missing: Sequence[tuple[str, str, str, int]], ex
     return [ChatMessage(role="system", content=system),
             ChatMessage(role="user", content=_join(_task(spec), _context(spec), f"Module: {spec.module}.py", setup,
                                                    f"Errors to check, one test each:\n{wanted}",
+                                                   f"Your previous reply could not be used: {error}" if error else "",
                                                    "Write only these tests, not the code."))]
 
 
