@@ -367,7 +367,7 @@ def parse_code_reply(reply: str, *, want_tests: bool = False) -> str:
             tree = ast.parse(block)
         except SyntaxError as e:
             error = f"line {e.lineno}: {e.msg}"
-            salvaged = _without_docstrings(block)
+            salvaged = _without_docstrings(block) or _names_joined(block)
             if salvaged is None and cut_off and i == len(blocks) - 1:
                 salvaged = _complete_prefix(block)
             if salvaged is None:
@@ -385,6 +385,22 @@ def parse_code_reply(reply: str, *, want_tests: bool = False) -> str:
         detail = f" (a block has a syntax error: {error})" if error else ""
         raise ModelOutputError(f"reply has no ```python block with {what}{detail}", raw=reply)
     return "\n\n\n".join(good) + "\n"
+
+
+_SPACED_DEF = re.compile(r"^([ \t]*(?:async[ \t]+)?def[ \t]+)([A-Za-z_]\w*(?:[ \t]+\w+)+)([ \t]*\()", re.M)
+
+
+def _names_joined(block: str) -> tuple[str, ast.Module] | None:
+    """The block with the words of a spaced ``def`` name joined by underscores, if that parses (None if not).
+    Seen on the 1.5B (calc.py, both replies of one task to the ask for checks of stated errors): ``def
+    test_tokenize raises_ValueError_on_any_other_character():``, and every one of those checks was lost."""
+    joined = _SPACED_DEF.sub(lambda m: m[1] + re.sub(r"[ \t]+", "_", m[2]) + m[3], block)
+    if joined == block:
+        return None
+    try:
+        return joined, ast.parse(joined)
+    except SyntaxError:
+        return None
 
 
 _DEF_LINE = re.compile(r"^\s*(?:async\s+def|def|class)\b.*:\s*(?:#.*)?$")

@@ -20,7 +20,7 @@ from fakes import FakeSandbox, LocalPytestSandbox, events_of, executes_tests, fa
 
 from rcp import probe
 from rcp.assemble import count_checks
-from rcp.errors import DockerUnavailableError
+from rcp.errors import DockerUnavailableError, ModelOutputError
 from rcp.llm import ScriptedLLM
 from rcp.prompts import QWEN_SYSTEM, Plan
 from rcp.records import EventKind, TaskResult, TaskSpec, TraceNode
@@ -1465,6 +1465,20 @@ def test_a_module_whose_docstring_the_model_broke_is_read_without_its_docstrings
     exec(code, namespace)
     assert namespace["R"]().f("XIV") == 3 and namespace["g"]() is None and namespace["h"]() == '"""'
     assert '"""' not in code.replace('"\\"\\"\\""', "")  # every docstring went, the string stayed
+
+
+def test_tests_whose_names_the_model_wrote_with_spaces_are_read_with_the_words_joined():
+    # Seen on the 1.5B (calc.py): both replies to the ask for checks of stated errors named every test this way.
+    from rcp.prompts import parse_code_reply
+    reply = ('```python\nimport pytest\nfrom calc import tokenize\n\n'
+             'def test_tokenize raises_ValueError_on any_other_character():\n'
+             '    with pytest.raises(ValueError):\n        tokenize("1 a")\n\n'
+             'def test_ok():\n    assert tokenize("def x y(") == ["def x y("]\n```\n')
+    code = parse_code_reply(reply, want_tests=True)
+    assert "def test_tokenize_raises_ValueError_on_any_other_character():" in code
+    assert 'tokenize("def x y(")' in code  # only def lines are joined
+    with pytest.raises(ModelOutputError):  # a spaced name in code that still does not parse is no salvage
+        parse_code_reply("```python\ndef test a b(:\n    pass\n```", want_tests=True)
 
 
 @pytest.mark.parametrize(("reply", "error"), [
