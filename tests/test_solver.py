@@ -1651,22 +1651,33 @@ PAY_TASK = ("Write a module m.py with:\n\n- `pay(src: int, dst: int, amount: int
             "positive.")
 PAY = "def pay(src, dst, amount):\n    if src == dst:\n        raise ValueError('same')\n    return src - amount\n"
 SAFE_PAY = PAY.replace("if src == dst:", "if src == dst or amount <= 0:")
+PAY_TESTS = "import pytest\nfrom m import pay\n\ndef test_p():\n    assert pay(5, 1, 2) == 3\n"
+
+
+def pay_check(*cases: tuple[str, str]) -> str:
+    """A reply to the ask for checks of stated errors: a test (name, call) of each call raising ValueError."""
+    return fence("import pytest\nfrom m import pay\n" + "".join(
+        f"\ndef {name}():\n    with pytest.raises(ValueError):\n        {call}\n" for name, call in cases))
+
+
+async def solve_pay(settings, tests: str, error_replies: list[str]):
+    """PAY_TASK solved with ``tests`` written, ``error_replies`` to the asks for checks of its stated errors, PAY as
+    the first code and SAFE_PAY as its fix: the scripted model, the result and the events."""
+    llm = ScriptedLLM(rules=[
+        {"match": r"Errors to check", "replies": error_replies},
+        {"match": r"rcp:tests", "replies": [fence(tests)]},
+        {"match": r"Previous attempt", "replies": [fence(SAFE_PAY)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(PAY)]}])
+    result, events = await solve(Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"max_depth": 0})),
+                                 root(PAY_TASK))
+    return llm, result, events
 
 
 async def test_a_rule_for_every_function_taking_a_parameter_adds_its_case_to_the_bullets_own(settings):
     """Measured on the 1.5B (bank.py): deposit and withdraw were checked for a 0 amount, transfer only for src == dst,
     and both the swarm's and one plain call's transfer moved 0 or a negative amount."""
-    same = ("import pytest\nfrom m import pay\n\ndef test_p():\n    assert pay(5, 1, 2) == 3\n\n"
-            "def test_same():\n    with pytest.raises(ValueError):\n        pay(1, 1, 2)\n")
-    llm = ScriptedLLM(rules=[
-        {"match": r"Errors to check", "replies": [fence(
-            "import pytest\nfrom m import pay\n\ndef test_zero():\n    with pytest.raises(ValueError):\n"
-            "        pay(5, 1, 0)\n")]},
-        {"match": r"rcp:tests", "replies": [fence(same)]},
-        {"match": r"Previous attempt", "replies": [fence(SAFE_PAY)]},
-        {"match": r"\[rcp:code\]", "replies": [fence(PAY)]}])
-    result, _ = await solve(Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"max_depth": 0})),
-                            root(PAY_TASK))
+    same = PAY_TESTS + "\ndef test_same():\n    with pytest.raises(ValueError):\n        pay(1, 1, 2)\n"
+    llm, result, _ = await solve_pay(settings, same, [pay_check(("test_zero", "pay(5, 1, 0)"))])
     asked = prompts_with(llm, "Errors to check")
     assert "- `pay` raises `ValueError`, 2 cases, one test each: `pay(src" in asked[0]
     assert "Every function taking an `amount` raises `ValueError` if it is not positive" in asked[0]
@@ -1742,18 +1753,8 @@ async def test_the_ask_for_checks_of_stated_errors_shows_how_the_tests_build_the
 async def test_a_case_of_a_stated_error_left_out_is_asked_for_again_by_its_own_sentence(settings):
     """Measured on the 1.5B (bank.py): asked for `transfer`'s 2 ValueError cases, it wrote the `src == dst` one only,
     and no module's `transfer` refused an amount of 0."""
-    same = ("import pytest\nfrom m import pay\n\ndef test_p():\n    assert pay(5, 1, 2) == 3\n")
-    llm = ScriptedLLM(rules=[
-        {"match": r"Errors to check", "replies": [
-            fence("import pytest\nfrom m import pay\n\ndef test_same():\n    with pytest.raises(ValueError):\n"
-                  "        pay(1, 1, 2)\n"),
-            fence("import pytest\nfrom m import pay\n\ndef test_zero():\n    with pytest.raises(ValueError):\n"
-                  "        pay(5, 1, 0)\n")]},
-        {"match": r"rcp:tests", "replies": [fence(same)]},
-        {"match": r"Previous attempt", "replies": [fence(SAFE_PAY)]},
-        {"match": r"\[rcp:code\]", "replies": [fence(PAY)]}])
-    result, events = await solve(Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"max_depth": 0})),
-                                 root(PAY_TASK))
+    llm, result, events = await solve_pay(settings, PAY_TESTS, [pay_check(("test_same", "pay(1, 1, 2)")),
+                                                                pay_check(("test_zero", "pay(5, 1, 0)"))])
     first, again = prompts_with(llm, "Errors to check")
     assert "- `pay` raises `ValueError`, 2 cases, one test each: `pay(src" in first
     # The second ask names the one case left, by the sentence stating it, not the bullet whose case was written.
@@ -1769,18 +1770,9 @@ async def test_a_case_of_a_stated_error_left_out_is_asked_for_again_by_its_own_s
 async def test_an_unusable_reply_of_error_checks_is_asked_for_again_with_what_was_wrong(settings):
     """Measured on the 1.5B (calc.py, twice): the reply to the ask for checks of stated errors did not parse, no
     stated error was checked, and the module returned accepted mismatched parentheses."""
-    same = ("import pytest\nfrom m import pay\n\ndef test_p():\n    assert pay(5, 1, 2) == 3\n")
-    llm = ScriptedLLM(rules=[
-        {"match": r"Errors to check", "replies": [
-            fence("import pytest\nfrom m import pay\n\ndef test_same(:\n    pay(1, 1, 2)\n"),
-            fence("import pytest\nfrom m import pay\n\ndef test_same():\n    with pytest.raises(ValueError):\n"
-                  "        pay(1, 1, 2)\n\ndef test_zero():\n    with pytest.raises(ValueError):\n"
-                  "        pay(5, 1, 0)\n")]},
-        {"match": r"rcp:tests", "replies": [fence(same)]},
-        {"match": r"Previous attempt", "replies": [fence(SAFE_PAY)]},
-        {"match": r"\[rcp:code\]", "replies": [fence(PAY)]}])
-    result, events = await solve(Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"max_depth": 0})),
-                                 root(PAY_TASK))
+    unusable = fence("import pytest\nfrom m import pay\n\ndef test_same(:\n    pay(1, 1, 2)\n")
+    both = pay_check(("test_same", "pay(1, 1, 2)"), ("test_zero", "pay(5, 1, 0)"))
+    llm, result, events = await solve_pay(settings, PAY_TESTS, [unusable, both])
     first, again = prompts_with(llm, "Errors to check")
     assert "previous reply could not be used" not in first
     assert "Your previous reply could not be used: " in again and "syntax error" in again
