@@ -346,6 +346,59 @@ def _module_functions_via_self(code: str) -> str:
     return "".join(lines)
 
 
+def hoist_methods(code: str, functions: Collection[str]) -> str:
+    """``code`` with a module-level copy of each of ``functions`` (names the task gives as functions of the module)
+    that it defines only as a method of one class, appended at the end: the method's parameters without
+    ``self`` (or ``cls``; a ``staticmethod`` keeps them all), and its calls ``self.g(...)`` of another such
+    function made ``g(...)``. A method that uses ``self`` otherwise, or has another decorator, is left as it is.
+    The class keeps its method. Measured on the 1.5B (shortener.py, bench at 1f7a25d): 7 of the 9 programs of the
+    task defined ``encode_base62`` and ``decode_base62`` as methods of ``URLShortener`` though the task asks for
+    "two functions and a class", so ``from shortener import encode_base62`` failed and each passed 0 of 9 hidden
+    tests; retries told of the ImportError repeated the code."""
+    tree = parse(code)
+    top = {s.name for s in tree.body if isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
+    methods: dict[str, list[ast.FunctionDef | ast.AsyncFunctionDef]] = {}
+    for cls in tree.body:
+        if isinstance(cls, ast.ClassDef):
+            for m in cls.body:
+                if isinstance(m, ast.FunctionDef | ast.AsyncFunctionDef):
+                    methods.setdefault(m.name, []).append(m)
+    wanted = {n for n in functions if n not in top and len(methods.get(n, [])) == 1}
+    known = top | wanted
+    added = []
+    for name in sorted(wanted, key=lambda n: methods[n][0].lineno):
+        fn = copy.deepcopy(methods[name][0])
+        decorators = {d.id for d in fn.decorator_list if isinstance(d, ast.Name)}
+        if len(decorators) != len(fn.decorator_list) or not decorators <= {"staticmethod", "classmethod"}:
+            continue
+        fn.decorator_list = []
+        if "staticmethod" not in decorators:
+            if not fn.args.args:
+                continue
+            me = fn.args.args.pop(0).arg
+            fn = _SelfCalls(me, known).visit(fn)
+            if any(isinstance(n, ast.Name) and n.id == me for n in ast.walk(fn)):
+                continue
+        added.append(ast.unparse(ast.fix_missing_locations(fn)))
+    if not added:
+        return code
+    return code.rstrip() + "\n\n\n" + "\n\n\n".join(added) + "\n"
+
+
+class _SelfCalls(ast.NodeTransformer):
+    """``me.g`` (a load) made ``g`` for each ``g`` of ``known``: a method's call of a module function via self."""
+
+    def __init__(self, me: str, known: Collection[str]) -> None:
+        self.me, self.known = me, known
+
+    def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
+        self.generic_visit(node)
+        if (isinstance(node.value, ast.Name) and node.value.id == self.me and node.attr in self.known
+                and isinstance(node.ctx, ast.Load)):
+            return ast.copy_location(ast.Name(id=node.attr, ctx=ast.Load()), node)
+        return node
+
+
 def _unimported_modules(tree: ast.Module) -> list[str]:
     """Standard-library modules a module uses as ``name.attr`` without ever binding ``name``. Measured on the 1.5B
     (dateutils.py, bench run at 91d95f5): every draft wrote ``from datetime import date`` and copied the task's
@@ -768,25 +821,50 @@ def raises_counts(tests: str) -> Counter[tuple[str, str]]:
     """How many ``pytest.raises`` checks a test file has of each (exception, called name) (see raises_checks)."""
     out: Counter[tuple[str, str]] = Counter()
     for node in ast.walk(_parse_or_empty(tests)):
-        calls: list[ast.AST] = []
-        if _is_raises_block(node):
-            calls = [c.func for stmt in node.body for c in ast.walk(stmt) if isinstance(c, ast.Call)]
-            raises = [i.context_expr for i in node.items if is_raises_call(i.context_expr)]
-        elif is_raises_call(node) and len(node.args) > 1:
-            calls, raises = [node.args[1]], [node]
-        else:
-            continue
-        called = {c.id if isinstance(c, ast.Name) else c.attr for c in calls
-                  if isinstance(c, ast.Name | ast.Attribute)}
-        for r in raises:
-            if not r.args:
-                continue
-            first = r.args[0]
-            for e in first.elts if isinstance(first, ast.Tuple) else [first]:
-                name = e.id if isinstance(e, ast.Name) else e.attr if isinstance(e, ast.Attribute) else None
-                if name:
-                    out.update((name, c) for c in called)
+        out.update(_raised(node))
     return out
+
+
+def _raised(node: ast.AST) -> set[tuple[str, str]]:
+    """(exception, called name) of ``node`` if it is a ``pytest.raises`` check (see raises_checks), else none."""
+    calls: list[ast.AST] = []
+    if isinstance(node, ast.With) and _is_raises_block(node):
+        calls = [c.func for stmt in node.body for c in ast.walk(stmt) if isinstance(c, ast.Call)]
+        raises = [i.context_expr for i in node.items if is_raises_call(i.context_expr)]
+    elif isinstance(node, ast.Call) and is_raises_call(node) and len(node.args) > 1:
+        calls, raises = [node.args[1]], [node]
+    else:
+        return set()
+    called = {c.id if isinstance(c, ast.Name) else c.attr for c in calls if isinstance(c, ast.Name | ast.Attribute)}
+    out = set()
+    for r in raises:
+        if not isinstance(r, ast.Call) or not r.args:
+            continue
+        first = r.args[0]
+        for e in first.elts if isinstance(first, ast.Tuple) else [first]:
+            name = e.id if isinstance(e, ast.Name) else e.attr if isinstance(e, ast.Attribute) else None
+            if name:
+                out |= {(name, c) for c in called}
+    return out
+
+
+def cap_raises(tests: str, wanted: Mapping[tuple[str, str], int]) -> str:
+    """``tests`` keeping, of the ``pytest.raises`` blocks of each (exception, called name) of ``wanted``, the first
+    that many; a block of no wanted pair is kept. A test left with no check is dropped (``drop_asserts``).
+
+    Measured on the 1.5B (dateutils.py, bench at 1f7a25d): asked for 2 cases of `parse_date` raising ValueError, it
+    wrote 17, walking back a day each time from "2023-02-30" to "2023-02-14"; the 15 valid dates were checks of a
+    stated error, which no vote drops, so every right `parse_date` failed them, the vote ranked programs by how many
+    of them they met, and a retry made `parse_date` reject valid dates."""
+    seen: Counter[tuple[str, str]] = Counter()
+    drop = set()
+    blocks = [n for n in ast.walk(_parse_or_empty(tests)) if _is_raises_block(n)]
+    for node in sorted(blocks, key=lambda n: n.lineno):
+        pairs = _raised(node) & wanted.keys()
+        if pairs and all(seen[p] >= wanted[p] for p in pairs):
+            drop.add(node.lineno)
+        seen.update(pairs)
+    return drop_asserts(tests, drop) if drop else tests
 
 
 def test_names(tests: str) -> list[str]:

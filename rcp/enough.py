@@ -42,13 +42,21 @@ def asserts_written(limit: int) -> Enough:
     return enough
 
 
+# Checks of one wanted error past its count that end a reply still missing another: the model is listing calls
+# (measured on the 1.5B, dateutils.py: 17 of `parse_date`, 2 asked, and none of `add_business_days`, which
+# the solver then asks for again; ``rcp.assemble.cap_raises`` keeps the first 2).
+LISTING = 3
+
+
 def raises_written(wanted: Mapping[tuple[str, str], int]) -> Enough:
     """Enough once the tests hold, for each (exception, called name) of ``wanted``, that many ``pytest.raises``
-    checks, counted as ``rcp.assemble.raises_counts`` counts them (a block counts once its call is written)."""
+    checks, counted as ``rcp.assemble.raises_counts`` counts them (a block counts once its call is written), or
+    ``LISTING`` more than that of one of them."""
 
     def enough(text: str) -> bool:
         counts = raises_counts(_tests_so_far(text))
-        return all(counts[key] >= n for key, n in wanted.items())
+        return all(counts[key] >= n for key, n in wanted.items()) or \
+            any(counts[key] >= n + LISTING for key, n in wanted.items())
 
     return enough
 

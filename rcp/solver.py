@@ -119,6 +119,7 @@ from rcp.assemble import (
     assemble,
     assert_sources,
     cap_checks,
+    cap_raises,
     check_signature,
     clauses,
     clean_module,
@@ -128,6 +129,7 @@ from rcp.assemble import (
     drop_asserts,
     failed_asserts,
     fenced_listings,
+    hoist_methods,
     is_identifier,
     merge_tests,
     normalize_tests,
@@ -437,6 +439,15 @@ def module_name(goal: str) -> str:
 def task_names(spec: TaskSpec) -> list[str]:
     """What a task asks its node to define: its contract's name, or the names the task states."""
     return [spec.contract.name] if spec.contract is not None else named_in_task(spec.goal)
+
+
+def module_functions(spec: TaskSpec) -> list[str]:
+    """The functions a task asks for at module level: a function part's name, or the names a whole task states
+    that are neither classes nor methods only (``task_methods``)."""
+    if spec.contract is not None:
+        return [spec.contract.name] if spec.contract.kind == "function" else []
+    classes, methods = _classes_in_task(spec.goal), task_methods(spec.goal)
+    return [n for n in named_in_task(spec.goal) if n not in classes and n not in methods]
 
 
 def fuzz_calls(spec: TaskSpec) -> str:
@@ -1133,7 +1144,7 @@ class Solver:
         example = setup_example(tests, classes[0]) if len(classes) == 1 else ""
         reply = await self._chat(t, prompts.error_tests(t.spec, missing, example, error=error),
                                  max_tokens=min(TESTS_TOKENS, self.llm.max_tokens), enough=raises_written(wanted))
-        gen = cap_checks(self._tests_of(t, reply)[0], sum(wanted.values()))
+        gen = cap_raises(cap_checks(self._tests_of(t, reply)[0], sum(wanted.values())), wanted)
         if not raises_checks(gen) & wanted.keys():
             raise ModelOutputError("no check of a stated error")
         return gen
@@ -1511,8 +1522,8 @@ class Solver:
 
     def _module_of(self, t: _Task, reply: str, contracts: Sequence[Contract] = ()) -> str:
         """The module in a code reply, cleaned; a built-in exception's name is kept if the task or a part has it."""
-        return clean_module(prompts.parse_code_reply(reply), t.spec.module,
-                            [*self._names(t), *(c.name for c in contracts)])
+        return hoist_methods(clean_module(prompts.parse_code_reply(reply), t.spec.module,
+                                          [*self._names(t), *(c.name for c in contracts)]), module_functions(t.spec))
 
     def _signature_problem(self, t: _Task, code: str, attempt: int) -> str:
         """Why ``code`` breaks the contract's signature or lacks what the task names (the failure to show the

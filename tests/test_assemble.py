@@ -13,12 +13,14 @@ from rcp.assemble import (
     against_examples,
     assemble,
     assert_sources,
+    cap_raises,
     check_signature,
     clean_module,
     count_checks,
     defined_names,
     drop_asserts,
     failed_asserts,
+    hoist_methods,
     merge_tests,
     normalize_tests,
     one_failing_function,
@@ -340,6 +342,87 @@ def test_clean_module_calls_a_module_function_a_method_reached_through_self():
     ns: dict = {}
     exec(compile(cleaned, "shortener.py", "exec"), ns)  # noqa: S102 - the code above
     assert ns["URLShortener"]().shorten("http://a") == "1é0"
+
+
+def test_hoist_methods_copies_a_function_the_model_wrote_as_a_method_to_the_module():
+    # The 1.5B's shortener.py (bench at 1f7a25d): the task's two functions written as methods of its class.
+    code = d("""\
+        class URLShortener:
+            def __init__(self):
+                self.urls = {}
+
+            def encode_base62(self, n: int) -> str:
+                return "0123456789"[n] if n < 10 else self.encode_base62(n // 10) + self.encode_base62(n % 10)
+
+            @staticmethod
+            def decode_base62(s: str) -> int:
+                return int(s)
+
+            def shorten(self, url: str) -> str:
+                self.urls[url] = self.encode_base62(len(self.urls) + 1)
+                return self.urls[url]
+
+            def count(self) -> int:
+                return len(self.urls)
+
+            @property
+            def size(self) -> int:
+                return 1
+
+
+        def helper():
+            return 2
+        """)
+    hoisted = hoist_methods(code, ["encode_base62", "decode_base62", "count", "size", "helper", "missing"])
+    assert hoisted.startswith(code.rstrip())  # the class keeps its methods
+    ns: dict = {}
+    exec(compile(hoisted, "shortener.py", "exec"), ns)  # noqa: S102 - the code above
+    assert ns["encode_base62"](42) == "42" and ns["decode_base62"]("17") == 17
+    assert ns["URLShortener"]().shorten("http://a") == "1"
+    assert "count" not in ns and "size" not in ns  # they use self; a property is left alone
+    assert hoist_methods(code, ["shorten", "helper"]) == code
+    twice = d("""\
+        class A:
+            def f(self):
+                return 1
+
+
+        class B:
+            def f(self):
+                return 2
+        """)
+    assert hoist_methods(twice, ["f"]) == twice  # which one was meant is not known
+
+
+def test_cap_raises_keeps_the_first_checks_of_each_wanted_error_and_every_other_check():
+    tests = d("""\
+        import pytest
+        from m import f, g
+
+
+        def test_f():
+            with pytest.raises(ValueError):
+                f(1)
+            with pytest.raises(ValueError):
+                f(2)
+            assert f(0) == 0
+            with pytest.raises(KeyError):
+                f(3)
+
+
+        def test_f_more():
+            with pytest.raises(ValueError):
+                f(4)
+
+
+        def test_g():
+            with pytest.raises(ValueError):
+                g(1)
+        """)
+    capped = cap_raises(tests, {("ValueError", "f"): 1, ("ValueError", "g"): 1})
+    assert "f(1)" in capped and "f(2)" not in capped and "f(4)" not in capped and "test_f_more" not in capped
+    assert "f(0) == 0" in capped and "f(3)" in capped and "g(1)" in capped
+    assert cap_raises(tests, {("ValueError", "f"): 3}) == tests
 
 
 def test_setup_example_is_the_test_building_the_class_with_the_most_methods_without_raises():

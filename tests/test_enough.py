@@ -29,6 +29,8 @@ def test_raises_written_wants_every_named_check_with_its_call():
     assert not enough(head + one + g)  # one of two ValueError checks
     assert not enough(head + one + "    with pytest.raises(TypeError):\n        f(0)\n" + g)  # another exception
     assert enough(head + one + g + one)
+    assert not enough(head + one * 4)
+    assert enough(head + one * 5)  # 3 more than wanted of one: a listing, the rest is asked for again
 
 
 def test_code_written_once_a_block_defining_something_has_closed():

@@ -133,6 +133,21 @@ async def test_solved_directly_with_the_direct_script(settings):
     assert sandbox.runs[-1].cmd[:3] == ["python3", "-m", "pytest"]
 
 
+async def test_a_function_the_model_wrote_as_a_method_is_also_put_in_the_module(settings):
+    # The 1.5B's shortener.py (bench at 1f7a25d): 7 of 9 programs wrote the task's functions as methods.
+    task = ("Write a Python module codes.py with a function and a class.\n"
+            "- `enc(n: int) -> str`: `n` in decimal.\n- class `Box` with `put(self, n: int) -> str`: `enc(n)`.")
+    tests = "from codes import enc, Box\n\ndef test_enc():\n    assert enc(12) == '12'\n" \
+            "    assert Box().put(3) == '3'\n"
+    methods = "class Box:\n    def enc(self, n: int) -> str:\n        return str(n)\n\n" \
+              "    def put(self, n: int) -> str:\n        return self.enc(n)\n"
+    llm = ScriptedLLM(rules=[{"match": r"\[rcp:tests\]", "replies": [fence(tests)]},
+                             {"match": r"\[rcp:code\]", "replies": [fence(methods)]}])
+    result, _ = await solve(Solver(llm, LocalPytestSandbox(), settings), root(task, module="codes"))
+    assert result.solved, result.verdict
+    assert "\ndef enc(n: int) -> str:\n    return str(n)" in result.code and "def enc(self" in result.code
+
+
 async def test_failure_is_fed_back_and_the_retry_passes(settings):
     bad = "def is_prime(n):\n    return n > 1  # BUG\n"
     good = "def is_prime(n):\n    return n > 1 and all(n % f for f in range(2, n))\n"
@@ -1780,6 +1795,32 @@ async def test_an_unusable_reply_of_error_checks_is_asked_for_again_with_what_wa
                                     "raises ValueError") for e in events)
     assert result.solved and "pay(1, 1, 2)" in result.tests and "pay(5, 1, 0)" in result.tests
     assert result.code.strip() == SAFE_PAY.strip()
+
+
+async def test_checks_of_a_stated_error_past_the_cases_asked_for_are_cut(settings):
+    """Measured on the 1.5B (dateutils.py): asked for 2 cases of `parse_date` raising ValueError (and one of
+    `add_business_days`), it wrote 17 of `parse_date` in one test, a day earlier each time, 15 of them valid dates
+    that no right program rejects."""
+    task = ("Write a module m.py with:\n\n- `pay(src: int, dst: int, amount: int) -> int`: what is left; raises "
+            "`ValueError` if `src == dst` or if the amount is not positive.\n- `back(amount: int) -> int`: the "
+            "amount; raises `ValueError` if `amount` is negative.")
+    code = "def pay(src, dst, amount):\n    if src == dst or amount <= 0:\n        raise ValueError('no')\n" \
+           "    return src - amount\n\n\ndef back(amount):\n    if amount < 0:\n        raise ValueError('no')\n" \
+           "    return amount\n"
+    tests = "import pytest\nfrom m import pay, back\n\ndef test_p():\n    assert pay(5, 1, 2) == 3\n" \
+            "    assert back(2) == 2\n"
+    ladder = "".join(f"    with pytest.raises(ValueError):\n        pay({a}, 1, {b})\n"
+                     for a, b in [(1, 2), (5, 0), (6, 1), (7, 3)])
+    reply = fence("import pytest\nfrom m import pay, back\n\ndef test_errors():\n" + ladder +
+                  "    with pytest.raises(ValueError):\n        back(-1)\n")
+    llm = ScriptedLLM(rules=[{"match": r"Errors to check", "replies": [reply]},
+                             {"match": r"rcp:tests", "replies": [fence(tests)]},
+                             {"match": r"\[rcp:code\]", "replies": [fence(code)]}])
+    result, _ = await solve(Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"max_depth": 0})),
+                            root(task))
+    assert result.solved and "pay(1, 1, 2)" in result.tests and "pay(5, 1, 0)" in result.tests
+    assert "back(-1)" in result.tests
+    assert "pay(6, 1, 1)" not in result.tests and "pay(7, 1, 3)" not in result.tests
 
 
 async def test_checks_of_a_stated_error_are_kept_against_reviews(settings):
