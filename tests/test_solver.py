@@ -201,8 +201,8 @@ async def test_a_repeated_attempt_is_not_rerun_and_the_next_is_sampled_hotter(se
     assert result.trace.attempts == 3
 
 
-async def test_after_a_repeated_retry_a_whole_task_gets_a_new_draft_instead(settings):
-    # Measured on the 1.5B: 4 of 5 retries of intervals.py and romans.py repeated earlier code, hotter too.
+async def test_a_whole_task_is_drafted_anew_instead_of_retried_whole(settings):
+    # Measured on the 1.5B: 12 of 14 first retries of a whole module repeated the code shown (bench traces).
     tests = ("from solution import double\n\n\ndef test_double():\n    assert double(3) == 6\n"
              "    assert double(5) == 10\n")
     plus, times, right = ("def double(x):\n    return x + 3\n", "def double(x):\n    return x * 3\n",
@@ -215,11 +215,13 @@ async def test_after_a_repeated_retry_a_whole_task_gets_a_new_draft_instead(sett
     result, events = await solve(solver, root("Write a Python function `double(x)` returning 2 * x."))
     assert result.solved and result.code.strip() == right.strip()
     attempts = [e.message for e in events if e.kind == EventKind.ATTEMPT]
-    assert "attempt 3: the same code as an earlier attempt, not run again; the next is a new draft" in attempts
+    assert "attempt 3: a new draft, the same code as an earlier attempt" in attempts
     assert "attempt 4: a new draft, 2 lines" in attempts
-    # The new draft is the plain ask, sampled as hot as the drafts after the first.
+    assert not prompts_with(llm, "Previous attempt")  # no retry of the whole module
+    # Each new draft is the plain ask, sampled as hot as the drafts after the first.
     code_calls = [(c, p) for c, p in zip(llm.calls, llm.prompts, strict=True) if "[rcp:code]" in p[0].content]
-    assert code_calls[-1][1][-1].content == code_calls[0][1][-1].content and code_calls[-1][0].temperature == 0.8
+    assert len(code_calls) == 4
+    assert all(p[-1].content == code_calls[0][1][-1].content and c.temperature == 0.8 for c, p in code_calls[1:])
 
 
 async def test_unusable_replies_count_as_failed_attempts(settings):
@@ -287,8 +289,7 @@ async def test_a_check_one_draft_passes_is_not_reviewed_away(settings):
         {"match": r"\[rcp:decide\]", "replies": [{"reason": "small", "action": "direct"}]},
         {"match": r"\[rcp:tests\]", "replies": [fence(tests)]},
         {"match": r"\[rcp:review\]", "replies": [{"reason": "AEI are capitals, not vowels", "wrong": "test"}]},
-        {"match": r"Previous attempt", "replies": [fence(wrong)]},
-        {"match": r"\[rcp:code\]", "replies": [fence(wrong), fence(wrong_2), fence(upper_neg)]}])
+        {"match": r"\[rcp:code\]", "replies": [fence(c) for c in (wrong, wrong_2, upper_neg, wrong)]}])
     solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 3, "max_depth": 0,
                                                                           "max_retries": 3}))
     result, _ = await solve(solver, root("Write count_vowels(s)."))
@@ -1019,10 +1020,9 @@ async def test_every_program_a_task_writes_is_logged_once_at_debug_with_its_test
         {"match": r"\[rcp:decide\]", "replies": [{"reason": "small", "action": "direct"}]},
         {"match": r"\[rcp:tests\]", "replies": [fence(RHYTHM_TESTS)]},
         {"match": r"\[rcp:review\]", "replies": [{"reason": "rhythm has no vowel", "wrong": "code"}]},
-        {"match": r"Previous attempt", "replies": [fence(RHYTHM_A + "# again\n")]},
-        # After the retry repeated draft 1, a new draft.
+        # A new draft repeating draft 1 (not logged again), then another.
         {"match": r"\[rcp:code\]", "replies": [fence(RHYTHM_A), fence(RHYTHM_B), fence(RHYTHM_NEG),
-                                                fence(RHYTHM_H + "\n")]}])
+                                                fence(RHYTHM_A + "# again\n"), fence(RHYTHM_H + "\n")]}])
     solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 3, "max_depth": 0,
                                                                           "max_retries": 2}))
     with caplog.at_level(logging.DEBUG, logger="rcp.solver"):
@@ -1191,16 +1191,13 @@ async def test_drafts_failing_the_tasks_example_rank_below_one_passing_it(settin
              "    assert count_vowels('Apple') == 1\n")  # wrong, and the two lower-case drafts pass it
     llm = ScriptedLLM(rules=[
         {"match": r"\[rcp:tests\]", "replies": [fence(tests)]},
-        {"match": r"Previous attempt", "replies": [fence(VOWELS_3)]},
-        {"match": r"\[rcp:code\]", "replies": [fence(lower), fence(lower_2), fence(VOWELS)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(lower), fence(lower_2), fence(VOWELS), fence(lower)]},
         {"match": r"\[rcp:review\]", "replies": [{"reason": "A is a vowel", "wrong": "test"}]}])
     solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 3, "max_depth": 0}))
     result, events = await solve(solver, root("Write count_vowels(s), e.g. `count_vowels('AEI') == 3`."))
     assert not result.solved  # two drafts pass the wrong check: no review may drop it
-    retried = [p for p in prompts_with(llm, "Previous attempt")]
-    assert len(retried) == 1 and "'aeiouAEIOU'" in retried[0]
-    assert result.code.strip() in (VOWELS.strip(), VOWELS_3.strip())
-    assert any("3 drafts: draft 3 is retried" in e.message and "2 of 3 failing the task's examples ranked last"
+    assert result.code.strip() == VOWELS.strip()
+    assert any("3 drafts: draft 3 is the best" in e.message and "2 of 3 failing the task's examples ranked last"
                in e.message for e in events)
 
 
@@ -1412,7 +1409,7 @@ async def test_a_slow_plan_call_is_not_taken_for_what_a_part_needs(settings):
     assert result.solved and len(result.trace.children) == 2, result.trace.notes
 
 
-async def test_the_draft_most_drafts_agree_with_is_the_one_retried(settings):
+async def test_the_draft_most_drafts_agree_with_is_the_best(settings):
     upper_only = "def count_vowels(s):\n    return sum(c in 'AEIOU' for c in s)\n"  # fails test_word
     lower_a = "def count_vowels(s):\n    return sum(c in 'aeiou' for c in s)\n"  # fails test_upper
     lower_b = "def count_vowels(s):\n    return len([c for c in s if c in 'aeiou'])\n"  # fails test_upper too
@@ -1420,16 +1417,14 @@ async def test_the_draft_most_drafts_agree_with_is_the_one_retried(settings):
     llm = ScriptedLLM(rules=[
         {"match": r"\[rcp:decide\]", "replies": [{"reason": "small", "action": "direct"}]},
         {"match": r"\[rcp:tests\]", "replies": [fence(tests)]},
-        {"match": r"Previous attempt", "replies": [fence(VOWELS)]},
-        {"match": r"\[rcp:code\]", "replies": [fence(upper_only), fence(lower_a), fence(lower_b)]}])
+        {"match": r"\[rcp:code\]", "replies": [fence(upper_only), fence(lower_a), fence(lower_b), fence(VOWELS)]}])
     solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 3, "max_depth": 0,
                                                                           "max_retries": 1}))
-    result, _ = await solve(solver, root("Write count_vowels(s)."))
-    assert result.solved
-    # Each draft passes 2 of 3 tests, but two fail the same one: they form the larger group, so the retry
-    # starts from one of them; nothing was dropped, as only one draft is wrong on each check.
-    retry = prompts_with(llm, "Previous attempt")
-    assert len(retry) == 1 and "'aeiou' for c in s" in retry[0] and "'AEIOU'" not in retry[0]
+    result, events = await solve(solver, root("Write count_vowels(s)."))
+    assert result.solved and result.code.strip() == VOWELS.strip()
+    # Each draft passes 2 of 3 tests, but two fail the same one: they form the larger group, so the best is the
+    # first of them; nothing was dropped, as only one draft is wrong on each check.
+    assert any(e.message.startswith("3 drafts: draft 2 is the best") for e in events)
     assert not any("drafts agree" in n for n in result.trace.notes)
 
 
@@ -1863,8 +1858,7 @@ async def test_inputs_the_task_says_are_errors_are_checks_no_vote_drops(settings
     llm = ScriptedLLM(rules=[
         {"match": r"rcp:tests", "replies": [fence("from m import num\n\ndef test_n():\n    assert num('1') == 1\n")]},
         {"match": r"\[rcp:review\]", "replies": [{"reason": "x is no number", "wrong": "test"}]},
-        {"match": r"Previous attempt", "replies": [fence(strict)]},
-        {"match": r"\[rcp:code\]", "replies": [fence(lenient), fence(lenient_2)]}])
+        {"match": r"\[rcp:code\]", "replies": [fence(lenient), fence(lenient_2), fence(strict)]}])
     solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 2, "max_depth": 0}))
     result, _ = await solve(solver, root(task))
     # Both drafts return 0 for "x": without the task's word for it, they would vote the check out.
