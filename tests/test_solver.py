@@ -1955,6 +1955,20 @@ async def test_a_task_of_one_class_is_not_split_into_its_methods(settings):
         "direct again: a class is not split into its methods"
 
 
+async def test_a_task_not_split_is_tried_again_round_after_round_while_time_is_left(settings):
+    # Measured on the 1.5B (lrucache.py, bench at 0694ff0): its second round ended with 278 s of 600 unused.
+    task = "Write a module c.py with a class `C` with `get(self)` returning 1."
+    tests = "from c import C\n\n\ndef test_get():\n    assert C().get() == 1\n"
+    wrong = "class C:\n    def get(self):\n        return 2\n"
+    codes = [fence(wrong)] * 4 + [fence(wrong.replace("2", "1"))]  # two rounds of a draft and a retry fail
+    llm = ScriptedLLM(rules=[{"match": r"\[rcp:tests\]", "replies": [fence(tests)]},
+                             {"match": r"\[rcp:code\]", "replies": codes}])
+    result, events = await solve(Solver(llm, LocalPytestSandbox(), settings), root(task))
+    assert result.solved
+    assert [e.message for e in events if e.kind == EventKind.DECIDED][-2:] == \
+        ["direct again: a class is not split into its methods"] * 2
+
+
 async def test_a_budget_cutting_the_work_short_leaves_a_last_vote_on_the_programs_since_the_last(settings):
     # Measured on the 1.5B (intervals.py): the deadline cut a second direct round after two drafts passing 7 and 8
     # of 9 hidden tests, and the module voted before them (2/9) was returned. Here the LLM-call budget cuts it.
