@@ -20,6 +20,7 @@ each of 7 composite tasks: adding these calls to the tests' own probes never cho
 from __future__ import annotations
 
 import ast
+import datetime
 import random
 import re
 
@@ -27,6 +28,10 @@ SIGNATURE = re.compile(r"^\s*[-*]\s+`(?:def\s+)?([A-Za-z_]\w*)\s*\(([^`]*)\)\s*(
 INTS = (0, 1, 1, 2, 2, 3, 3, 4, 5, 7, 10, -1, -3)
 FLOATS = (0.0, 0.5, 1.0, 2.5, -1.5, 3.0)
 UNTYPED = (0, 1, 2, 3, -1, "a")
+# Three weeks from Monday 2024-02-26 (weekends, a month's end, a leap day) and a year's end: where calendar code errs.
+DATES = tuple(datetime.date(2024, 2, 26) + datetime.timedelta(days=k) for k in range(0, 21)) + (
+    datetime.date(2023, 12, 31), datetime.date(2024, 1, 1))
+DATE_TYPES = ("date", "datetime.date")
 CASES = 24  # call sequences of a class (or calls of each function)
 STEPS = 8  # method calls per sequence
 MAX_DEPTH = 3
@@ -56,6 +61,7 @@ class _Inputs:
     def __init__(self, rng: random.Random, strings: list[str]) -> None:
         self.rng = rng
         self.strings = strings
+        self.dates = False  # whether a call got a date (its file then imports datetime)
 
     def value(self, ann: ast.expr | None, depth: int = 0) -> object:
         r = self.rng
@@ -66,6 +72,9 @@ class _Inputs:
                 ann = None
         if isinstance(ann, ast.Constant) and ann.value is None:  # the None of `int | None`
             return None
+        if isinstance(ann, ast.Name | ast.Attribute) and ast.unparse(ann) in DATE_TYPES:
+            self.dates = True
+            return r.choice(DATES)
         if isinstance(ann, ast.Name):
             simple = {"int": INTS, "float": FLOATS, "str": self.strings, "bool": (True, False)}
             return r.choice(simple.get(ann.id, UNTYPED))
@@ -106,18 +115,22 @@ def calls(task: str, module: str, *, cls: str = "", seed: int = 0, cases: int = 
     """A probe test file of seeded calls ('' when the task gives no signatures to call).
 
     With ``cls`` (the task's one class): ``cases`` sequences, each a fresh object and ``steps`` calls of its methods
-    (``len(obj)`` at the end when the task names ``__len__``). Otherwise ``cases`` calls of each function."""
+    (``len(obj)`` at the end when the task names ``__len__``). Then ``cases`` calls of each module-level function
+    (every function when there is no class): a task of "two functions and a class" has its functions called too.
+    Measured on the 1.5B (shortener.py): a draft whose `encode_base62` used another alphabet than the task's tied
+    the vote with a right one (5/9 hidden tests against 8/9), as no call of the class ever made a code above 9."""
     rng = random.Random(seed)
     inputs = _Inputs(rng, quoted_strings(task))
     found = signatures(task)
     public = [f for f in found if not f.name.startswith("__")]
-    lines: list[str] = []
-    if cls:
+    methods = [f for f in public if f.args.args and f.args.args[0].arg == "self"] if cls else []
+    functions = [f for f in public if not (f.args.args and f.args.args[0].arg == "self")]
+    if not methods and not functions:
+        return ""
+    names = dict.fromkeys([cls] * bool(methods) + [f.name for f in functions])
+    lines = [f"from {module} import {', '.join(names)}"]
+    if methods:
         init = next((f for f in found if f.name == "__init__"), None)
-        methods = [f for f in public if f.args.args and f.args.args[0].arg == "self"]
-        if not methods:
-            return ""
-        lines.append(f"from {module} import {cls}")
         for k in range(cases):
             lines += ["", "", f"def {TEST_PREFIX}{k}():", f"    obj = {cls}({inputs.arguments(init)})"]
             for _ in range(steps):
@@ -125,12 +138,7 @@ def calls(task: str, module: str, *, cls: str = "", seed: int = 0, cases: int = 
                 lines.append(f"    assert obj.{fn.name}({inputs.arguments(fn)}) == None")
             if any(f.name == "__len__" for f in found):
                 lines.append("    assert len(obj) == None")
-    else:
-        functions = [f for f in public if not (f.args.args and f.args.args[0].arg == "self")]
-        if not functions:
-            return ""
-        lines.append(f"from {module} import {', '.join(dict.fromkeys(f.name for f in functions))}")
-        for fn in functions:
-            lines += ["", "", f"def {TEST_PREFIX}{fn.name}():"]
-            lines += [f"    assert {fn.name}({inputs.arguments(fn)}) == None" for _ in range(cases)]
-    return "\n".join(lines) + "\n"
+    for fn in functions:
+        lines += ["", "", f"def {TEST_PREFIX}{fn.name}():"]
+        lines += [f"    assert {fn.name}({inputs.arguments(fn)}) == None" for _ in range(cases)]
+    return "\n".join(["import datetime"] * inputs.dates + lines) + "\n"

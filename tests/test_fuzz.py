@@ -82,3 +82,50 @@ async def test_the_calls_run_as_probes_and_tell_drafts_apart():
     scores = probe.agreement(seen, probes.positions)
     # Random spans include start > end, where the two programs differ: the majority's program scores higher.
     assert scores[0] == scores[1] > scores[2]
+
+
+def test_a_class_and_functions_get_the_functions_called_too():
+    task = d("""\
+        Write a Python module shortener.py with two functions and a class.
+
+        - `encode_base62(n: int) -> str`: `n` in base 62.
+        - `decode_base62(s: str) -> int`: the inverse.
+        - class `URLShortener` with:
+          - `shorten(self, url: str) -> str`: a code.
+        """)
+    text = fuzz.calls(task, "shortener", cls="URLShortener", cases=3, steps=2)
+    tree = ast.parse(text)
+    assert ast.unparse(tree.body[0]) == "from shortener import URLShortener, encode_base62, decode_base62"
+    tests = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+    assert list(tests) == [*(f"test_rcp_fuzz_{k}" for k in range(3)), "test_rcp_fuzz_encode_base62",
+                           "test_rcp_fuzz_decode_base62"]
+    assert all(ast.unparse(c.test.left.func) == "obj.shorten" for c in tests["test_rcp_fuzz_0"].body[1:])
+    for name, kind in (("encode_base62", int), ("decode_base62", str)):
+        calls = [c.test.left for c in tests[f"test_rcp_fuzz_{name}"].body]
+        assert len(calls) == 3 and all(c.func.id == name and isinstance(ast.literal_eval(c.args[0]), kind)
+                                       for c in calls)
+
+
+async def test_dates_are_given_as_dates_and_their_calls_tell_drafts_apart():
+    task = d("""\
+        Write dateutils.py:
+
+        - `is_business_day(d: datetime.date) -> bool`: Monday to Friday.
+        - `next_day(d: date) -> date`: the day after.
+        """)
+    text = fuzz.calls(task, "dateutils")
+    tree = ast.parse(text)
+    assert [ast.unparse(s) for s in tree.body[:2]] == ["import datetime",
+                                                      "from dateutils import is_business_day, next_day"]
+    namespace = {"datetime": __import__("datetime")}
+    for f in (f for f in tree.body if isinstance(f, ast.FunctionDef)):
+        for stmt in f.body:
+            assert eval(ast.unparse(stmt.test.left.args[0]), namespace) in fuzz.DATES
+    assert {ast.unparse(s.test.left.args[0]) for s in tree.body[2].body} & {"datetime.date(2024, 3, 2)",
+                                                                          "datetime.date(2024, 3, 3)"}
+    right = "def is_business_day(d):\n    return d.weekday() < 5\n\ndef next_day(d):\n    return d\n"
+    wrong = "def is_business_day(d):\n    return d.weekday() < 6\n\ndef next_day(d):\n    return d\n"
+    probes = probe.probes(text, ["is_business_day", "next_day"])
+    seen = await probe.observe(LocalPytestSandbox(), "dateutils", [right, right, wrong], probes, timeout=60)
+    scores = probe.agreement(seen, probes.positions)
+    assert scores[0] == scores[1] > scores[2]  # a Saturday among the calls: the majority's program scores higher
