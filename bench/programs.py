@@ -11,7 +11,9 @@ Then the vote is taken again, as ``rcp.solver`` takes it now, over the root task
 it logged (``<- re-voted``, and each program's score): so a change to the vote rule is measured on the programs of
 an earlier run. It differs from the run's own last vote where the tests changed after the last program was
 written, and where the run ranked programs failing the task's examples by its runs of its own tests (here: a run
-of those examples alone).
+of those examples alone). A task of several functions also gets the mosaic ``rcp.solver.mosaic`` makes of them,
+graded and marked ``<- re-voted`` where the solver would make it the best (it passes more of the tests than the
+vote's choice, fails no example and ranks no lower).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from rcp import probe
 from rcp.assemble import AssemblyError, code_key, task_examples
 from rcp.records import TaskSpec
 from rcp.sandbox import Sandbox
-from rcp.solver import PYTEST, fuzz_calls, stated_exceptions, stated_raises, test_counts, vote_probes
+from rcp.solver import PYTEST, fuzz_calls, mosaic, stated_exceptions, stated_raises, test_counts, vote_probes
 
 # A log record starts with logging's asctime; a program's code follows its header line up to the next record.
 RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ", re.M)
@@ -75,6 +77,24 @@ class Revote:
     missed: list[bool]  # failed an example the task states: ranked last
     raised: list[int]  # standing on the stated errors (rcp.solver.stated_raises): ranked next
     chosen: int
+    mosaic: Mosaic | None = None
+
+
+@dataclass
+class Mosaic:
+    code: str
+    picks: dict[str, int]  # function -> index in Revote.programs
+    missed: bool  # failed an example the task states
+    lower: bool  # ranks below the vote's choice
+    raised: int
+    score: int
+    passed: int  # of the tests, against the vote's choice's
+    chosen_passed: int
+
+    @property
+    def chosen(self) -> bool:
+        """Whether ``Solver._mosaic`` would make it the best."""
+        return not self.missed and not self.lower and self.passed > self.chosen_passed
 
 
 async def revote(sandbox: Sandbox, spec: TaskSpec, tests: str, programs: list[Program]) -> Revote | None:
@@ -97,7 +117,25 @@ async def revote(sandbox: Sandbox, spec: TaskSpec, tests: str, programs: list[Pr
     missed = [bool(examples) and not await _passes(sandbox, spec.module, p.code, examples) for p in order]
     raised = stated_raises(spec.root_task, observed, probes.positions, drafts)
     chosen = max(range(len(order)), key=lambda i: (not missed[i], raised[i], scores[i], -i))
-    return Revote(order, scores, missed, raised, chosen)
+    vote = Revote(order, scores, missed, raised, chosen)
+    codes = [p.code for p in order]
+    if made := mosaic(spec, codes, observed, probes.positions, drafts, missed, chosen):
+        code, picks = made
+        [seen] = await probe.observe(sandbox, spec.module, [code], probes, timeout=PROBE_TIMEOUT)
+        both = [*observed, seen]
+        score = probe.agreement(both, probes.positions, voters=drafts, errors=stated_exceptions(spec.root_task))[-1]
+        standing = stated_raises(spec.root_task, both, probes.positions, drafts)[-1]
+        missed_too = bool(examples) and not await _passes(sandbox, spec.module, code, examples)
+        vote.mosaic = Mosaic(code, picks, missed_too, (standing, score) < (raised[chosen], scores[chosen]),
+                             standing, score, await _passed(sandbox, spec.module, code, tests),
+                             await _passed(sandbox, spec.module, codes[chosen], tests))
+    return vote
+
+
+async def _passed(sandbox: Sandbox, module: str, code: str, tests: str) -> int:
+    report = await sandbox.run({f"{module}.py": code, f"test_{module}.py": tests}, [*PYTEST, f"test_{module}.py"],
+                               timeout=PROBE_TIMEOUT)
+    return test_counts(report)[0]
 
 
 async def _passes(sandbox: Sandbox, module: str, code: str, tests: str) -> bool:
@@ -162,7 +200,14 @@ async def _main(folder: Path) -> int:
                 print(f"  {p.label:<22} {'draft' if p.is_draft else 'retry':<6} {g.passed}/{g.total}  "
                       f"score {vote.scores[i]}{', misses an example' if vote.missed[i] else ''}"
                       f"{f', stated-error score {vote.raised[i]}' if vote.raised[i] else ''}"
-                      f"{'  <- re-voted' if i == vote.chosen else ''}")
+                      f"{'  <- re-voted' if i == vote.chosen and not (vote.mosaic and vote.mosaic.chosen) else ''}")
+            if m := vote.mosaic:
+                g = await grade_composite(sandbox, task, m.code)
+                picks = ", ".join(f"{name} of {vote.programs[i].label}" for name, i in m.picks.items())
+                print(f"  mosaic ({picks}) {g.passed}/{g.total}  score {m.score}"
+                      f"{', misses an example' if m.missed else ''}{', ranks lower' if m.lower else ''}"
+                      f"{f', stated-error score {m.raised}' if m.raised else ''}, passed {m.passed} tests against "
+                      f"{m.chosen_passed}{'  <- re-voted' if m.chosen else ''}")
     finally:
         await sandbox.close()
     return 0

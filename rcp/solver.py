@@ -473,6 +473,34 @@ def vote_probes(spec: TaskSpec, tests: str, calls: str) -> probe.Probes:
     return probe.probes(f"{tests.rstrip()}\n\n\n{calls}" if calls else tests, task_names(spec))
 
 
+def mosaic(spec: TaskSpec, codes: Sequence[str], observed: Sequence[probe.Observed],
+           positions: Sequence[probe.Position], voters: int, missed: Sequence[bool],
+           win: int) -> tuple[str, dict[str, int]] | None:
+    """A task's module with each function the task asks for at module level (``module_functions``, two or more)
+    taken from the program whose behaviour the first ``voters`` agree with most on the positions naming it
+    (rcp.probe.agreement with ``names``; programs ``missed`` failing the task's examples last, ties to the vote's
+    winner ``win``, then the earliest), assembled with the winner's other code first (a clashing helper of another
+    program renamed), and which program each function came from; None when every function is the winner's or the
+    programs cannot be assembled. ``Solver._mosaic`` says when it replaces the voted program."""
+    functions = module_functions(spec)
+    if len(functions) < 2:
+        return None
+    errors = stated_exceptions(spec.root_task)
+    pick = {}
+    for name in functions:
+        scores = probe.agreement(observed, positions, voters=voters, names=frozenset({name}), errors=errors)
+        pick[name] = max(range(len(codes)), key=lambda i: (not missed[i], scores[i], i == win, -i))
+    if all(i == win for i in pick.values()):
+        return None
+    owners = [win, *sorted(set(pick.values()) - {win})]
+    try:
+        code = assemble([Piece(owner=f"p{i}", code=codes[i]) for i in owners], module=spec.module,
+                        keep={name: f"p{i}" for name, i in pick.items()}).code
+    except AssemblyError:
+        return None
+    return code, pick
+
+
 def sibling_names(spec: TaskSpec) -> set[str]:
     """The names the sibling parts of a subtask define (from their signature lines)."""
     return {m[1] for line in spec.siblings if (m := re.match(r"\s*(?:async\s+)?(?:def|class)\s+(\w+)", line))}
@@ -1347,30 +1375,19 @@ class Solver:
         draft 5 kept the spaces in `tokenize` and the vote chose it (6/8 hidden tests); with `tokenize` from draft 1
         the mosaic passed 8/8; romans.py 4/8 to 5/8; no choice got worse. Without the test condition intervals.py
         lost 2 hidden tests: its winner alone had `gaps` right, the majority a shared misreading."""
-        functions = module_functions(t.spec)
         best = t.best
-        if len(functions) < 2 or best is None or best.solved or t.tests is None:
+        if best is None or best.solved or t.tests is None:
             return
         codes = [code for code, _, _ in order]
-        observed = [t.observed[(t.tests, code_key(code))] for code in codes]
         try:
             positions = vote_probes(t.spec, t.tests, self._fuzz(t)).positions
         except AssemblyError:
             return
-        errors = stated_exceptions(t.spec.root_task)
-        pick = {}
-        for name in functions:
-            scores = probe.agreement(observed, positions, voters=voters, names=frozenset({name}), errors=errors)
-            pick[name] = max(range(len(codes)), key=lambda i: (code_key(codes[i]) not in t.missed, scores[i],
-                                                               i == win, -i))
-        if all(i == win for i in pick.values()):
+        made = mosaic(t.spec, codes, [t.observed[(t.tests, code_key(code))] for code in codes], positions, voters,
+                      [code_key(code) in t.missed for code in codes], win)
+        if made is None:
             return
-        owners = [win, *sorted(set(pick.values()) - {win})]
-        try:
-            code = assemble([Piece(owner=f"p{i}", code=codes[i]) for i in owners], module=t.spec.module,
-                            keep={name: f"p{i}" for name, i in pick.items()}).code
-        except AssemblyError:
-            return
+        code, pick = made
         if code_key(code) in t.programs:
             return
         label = "the mosaic (" + ", ".join(f"{name} of {order[i][2]}" for name, i in pick.items()) + ")"

@@ -305,3 +305,22 @@ async def test_revote_takes_the_solvers_vote_again_over_logged_programs():
     assert vote.scores == [0, 0, 22, 22] and vote.missed == [True, True, True, False] and vote.chosen == 3
     assert vote.raised == [0, 0, 0, 1]
     assert await programs.revote(LocalPytestSandbox(), spec, tests, written[:3]) is None  # one draft: no vote
+
+
+async def test_revote_makes_the_mosaic_the_solver_would_make_of_a_task_of_functions():
+    text = "Write a Python module shapes.py with these functions:\n\n- `double(x: int) -> int`: twice `x`.\n" \
+           "- `square(x: int) -> int`: `x` times `x`.\n"
+    spec = TaskSpec(goal=text, root_task=text, module="shapes")
+    tests = "from shapes import double, square\n\n\ndef test_double():\n    assert double(2) == 4\n\n\n" \
+            "def test_square():\n    assert square(3) == 9\n"
+
+    def shapes(double: str, square: str) -> str:
+        return f"def double(x):\n    return {double}\n\n\ndef square(x):\n    return {square}\n"
+
+    written = [programs.Program("t", f"draft {n}", True, code) for n, code in enumerate(
+        [shapes("2 * x", "x * x + 100"), shapes("x + x", "x * x - 100"), shapes("x + 100", "x * x"),
+         shapes("x - 100", "x ** 2")], 1)]
+    vote = await programs.revote(LocalPytestSandbox(), spec, tests, written)
+    assert vote.chosen == 0 and vote.mosaic is not None and vote.mosaic.picks == {"double": 0, "square": 2}
+    assert (vote.mosaic.passed, vote.mosaic.chosen_passed) == (2, 1) and vote.mosaic.chosen
+    assert "return 2 * x" in vote.mosaic.code and "return x * x\n" in vote.mosaic.code
