@@ -333,7 +333,7 @@ def stated_raises(task: str, observed: Sequence[probe.Observed], positions: Sequ
 def error_cases(line: str, exception: str) -> int:
     """How many cases a bullet line states for ``exception``: the conditions joined by "or" in the clause that names
     it, as in ```ValueError` if `qty` is not positive or is more than the units in stock`` (2). Alternatives
-    in backticks (```http://` or `https://```) and asides in parentheses are one case."""
+    in backticks that end the condition (```http://` or `https://```) and asides in parentheses are one case."""
     for clause in clauses(line):
         named = re.search(rf"`{exception}`|\b{exception}\b", clause)
         if named is None:
@@ -341,7 +341,8 @@ def error_cases(line: str, exception: str) -> int:
         rest = clause[named.end():]
         if other := re.search(r"`?\b[A-Z]\w*(?:Error|Exception)\b", rest):
             rest = rest[:other.start()]  # up to the next exception's own conditions
-        rest = re.sub(r"`[^`]*`(?:\s*,\s*|\s+or\s+)`[^`]*`", "`x`", rest)
+        # Alternatives end the condition: "`src == dst` or `amount` is not positive" is two.
+        rest = re.sub(r"`[^`]*`(?:\s*,\s*|\s+or\s+)`[^`]*`(?=\s*(?:[,.;)]|$))", "`x`", rest)
         while (shorter := re.sub(r"\([^()]*\)", "", rest)) != rest:
             rest = shorter
         return 1 + len(re.findall(r"\bor\b", re.sub(r"`[^`]*`", "x", rest)))

@@ -1626,6 +1626,9 @@ async def test_a_stated_error_no_test_checks_gets_a_check_written(settings, erro
     ("- `parse_date(s)`: raises `ValueError` for any other format or an impossible date such as `\"2023-02-30\"`.",
      "ValueError", 2),
     ("- `f(x)`: raises ValueError if x or y is negative, or z is 0; sorted or not.", "ValueError", 3),
+    ("- `move(self, src, dst, amount)`: Raises `ValueError` if `src == dst` or `amount` is not positive.",
+     "ValueError", 2),
+    ("- `open(self, mode)`: `ValueError` unless `mode` is `r` or `w`, e.g. `open(\"x\")`.", "ValueError", 1),
 ])
 def test_error_cases_count_the_conditions_a_stated_error_joins_with_or(line, exception, cases):
     assert error_cases(line, exception) == cases
