@@ -740,9 +740,29 @@ def drop_asserts(tests: str, lines: set[int]) -> str:
             cut += [span for span in spans if not any(a < span[0] and span[1] <= b for a, b in spans)]
     for start, end in sorted(cut, reverse=True):
         indent = re.match(r"[ \t]*", text[start - 1]).group(0)
-        # ``pass`` keeps a block that held only this assert valid Python.
+        # ``pass`` keeps a block that held only this assert valid Python; the ones a block does not need go below.
         text[start - 1:end] = [f"{indent}pass\n"] if indent else []
-    return re.sub(r"\n{4,}", "\n\n\n", "".join(text))
+    return re.sub(r"\n{4,}", "\n\n\n", _without_spare_pass("".join(text)))
+
+
+def _without_spare_pass(code: str) -> str:
+    """``code`` without the ``pass`` lines of blocks that hold other statements too (one kept in a block of only
+    ``pass``)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return code
+    spare: set[int] = set()
+    for node in ast.walk(tree):
+        for attr in ("body", "orelse", "finalbody"):
+            block = getattr(node, attr, None)
+            if not isinstance(block, list) or not block or not isinstance(block[0], ast.stmt):
+                continue
+            passes = [s for s in block if isinstance(s, ast.Pass)]
+            keep = 1 if len(passes) == len(block) else 0
+            spare |= {s.lineno for s in passes[keep:]}
+    lines = code.splitlines(keepends=True)
+    return "".join(line for n, line in enumerate(lines, 1) if not (n in spare and line.strip() == "pass"))
 
 
 def signature_header(signature: str) -> str:
