@@ -712,6 +712,7 @@ class _Task:
     # every program by their votes.
     programs: dict[str, tuple[str, bool, str]] = field(default_factory=dict)
     observed: dict[tuple[str, str], probe.Observed] = field(default_factory=dict)  # (tests, code_key) -> probe run
+    mosaics: set[str] = field(default_factory=set)  # code_keys of the mosaics made (``Solver._mosaic``)
     ballot: tuple[str, ...] = ()  # what the last vote decided on: tests, the best's code_key, the programs
     fuzz: str | None = None  # the task's fuzz calls (rcp.fuzz), made once; '' when it has none
     missed: set[str] = field(default_factory=set)  # code_keys of programs that failed an example the task states
@@ -1389,11 +1390,11 @@ class Solver:
         if made is None:
             return
         code, pick = made
-        if code_key(code) in t.programs:
+        if code_key(code) in t.programs or code_key(code) in t.mosaics:
             return
+        t.mosaics.add(code_key(code))
         label = "the mosaic (" + ", ".join(f"{name} of {order[i][2]}" for name, i in pick.items()) + ")"
         cand, _ = await self._run_tests(t, code, t.tests, label, offer=False)
-        t.program(code, False, "the mosaic")
         agreed = await self._agreement(t, t.tests, [*codes, code], voters)
         if agreed is None:
             return
@@ -1406,6 +1407,10 @@ class Solver:
         if ranked and more:
             cand.untested = tuple(unused_names(self._required(t), t.tests))
             t.best = cand
+            # Only a chosen mosaic joins later votes: one not chosen would win them on agreement alone, which is what
+            # it is made to maximise (bench at 494e149, intervals.py: a mosaic passing no more tests than the voted
+            # draft was voted the best in the next round).
+            t.program(code, False, "the mosaic")
 
     async def _agreement(self, t: _Task, tests: str, codes: list[str],
                          voters: int) -> tuple[list[tuple[int, int]], int] | None:

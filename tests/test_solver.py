@@ -2196,7 +2196,7 @@ SHAPES_DRAFTS = [shapes("2 * x", "x * x + 100"), shapes("x + x", "x * x - 100"),
                  shapes("x - 100", "x ** 2")]
 
 
-async def test_unsolved_each_function_is_taken_from_the_program_the_drafts_agree_with_most_on_it(settings):
+async def test_unsolved_each_function_is_taken_from_the_program_the_drafts_agree_with_most_on_it(settings, caplog):
     # Seen on the 1.5B (calc.py): the voted draft kept the spaces in `tokenize` (6/8 hidden tests); another draft's
     # `tokenize` with the voted draft's other functions passed 8/8. Here no draft passes both tests.
     drafts = SHAPES_DRAFTS
@@ -2205,8 +2205,10 @@ async def test_unsolved_each_function_is_taken_from_the_program_the_drafts_agree
         {"match": r"\[rcp:code\]", "replies": [fence(c) for c in drafts]}])
     solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 4, "max_depth": 0,
                                                                           "max_retries": 0}))
-    result, events = await solve(solver, root(SHAPES_TASK))
+    with caplog.at_level(logging.DEBUG, logger="rcp.solver"):
+        result, events = await solve(solver, root(SHAPES_TASK))
     assert result.solved, result.trace.notes
+    assert any(": program (the mosaic, scored, not voting)" in r.getMessage() for r in caplog.records)
     namespace: dict = {}
     exec(result.code, namespace)  # noqa: S102 (the test's own programs)
     assert [namespace["double"](x) for x in (-3, 0, 5)] == [-6, 0, 10]
@@ -2216,7 +2218,7 @@ async def test_unsolved_each_function_is_taken_from_the_program_the_drafts_agree
     assert note.endswith("passed 2 tests against 1") and note in [e.message for e in events]
 
 
-async def test_a_mosaic_passing_no_more_tests_than_the_voted_program_is_not_chosen(settings):
+async def test_a_mosaic_passing_no_more_tests_than_the_voted_program_is_not_chosen(settings, caplog):
     # Seen offline on the 1.5B (intervals.py): the voted draft alone had `gaps` right, the drafts' majority shared a
     # misreading; the mosaic took the majority's `gaps` (8/9 hidden tests to 6/9). Here the tests check `square` as
     # the voted draft computes it, and one check no draft passes.
@@ -2228,8 +2230,11 @@ async def test_a_mosaic_passing_no_more_tests_than_the_voted_program_is_not_chos
         {"match": r"\[rcp:code\]", "replies": [fence(c) for c in drafts]}])
     solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 4, "max_depth": 0,
                                                                           "max_retries": 0}))
-    result, _ = await solve(solver, root(SHAPES_TASK))
+    with caplog.at_level(logging.DEBUG, logger="rcp.solver"):
+        result, _ = await solve(solver, root(SHAPES_TASK))
     assert result.code.strip() == drafts[0].strip(), result.trace.notes
+    # Nor is it a program of later votes, where it would win on agreement alone (what it is made to maximise).
+    assert not any("program (the mosaic" in r.getMessage() for r in caplog.records)
     assert any(n.startswith("the mosaic (double of draft 1, square of draft 3): not chosen") and
                n.endswith("passed 1 tests against 2") for n in result.trace.notes), result.trace.notes
 
