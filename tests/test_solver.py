@@ -2196,21 +2196,25 @@ SHAPES_DRAFTS = [shapes("2 * x", "x * x + 100"), shapes("x + x", "x * x - 100"),
                  shapes("x - 100", "x ** 2")]
 
 
-async def test_unsolved_each_function_is_taken_from_the_program_the_drafts_agree_with_most_on_it(settings, caplog):
-    # Seen on the 1.5B (calc.py): the voted draft kept the spaces in `tokenize` (6/8 hidden tests); another draft's
-    # `tokenize` with the voted draft's other functions passed 8/8. Here no draft passes both tests.
-    drafts = SHAPES_DRAFTS
+async def solve_shapes(settings, caplog, tests: str) -> tuple[TaskResult, list]:
+    """SHAPES_TASK with ``tests`` written and the four SHAPES_DRAFTS, no retries, the solver's DEBUG log kept."""
     llm = ScriptedLLM(rules=[
-        {"match": r"\[rcp:tests\]", "replies": [fence(SHAPES_TESTS)]},
-        {"match": r"\[rcp:code\]", "replies": [fence(c) for c in drafts]}])
+        {"match": r"\[rcp:tests\]", "replies": [fence(tests)]},
+        {"match": r"\[rcp:code\]", "replies": [fence(c) for c in SHAPES_DRAFTS]}])
     solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 4, "max_depth": 0,
                                                                           "max_retries": 0}))
     with caplog.at_level(logging.DEBUG, logger="rcp.solver"):
-        result, events = await solve(solver, root(SHAPES_TASK))
+        return await solve(solver, root(SHAPES_TASK))
+
+
+async def test_unsolved_each_function_is_taken_from_the_program_the_drafts_agree_with_most_on_it(settings, caplog):
+    # Seen on the 1.5B (calc.py): the voted draft kept the spaces in `tokenize` (6/8 hidden tests); another draft's
+    # `tokenize` with the voted draft's other functions passed 8/8. Here no draft passes both tests.
+    result, events = await solve_shapes(settings, caplog, SHAPES_TESTS)
     assert result.solved, result.trace.notes
     assert any(": program (the mosaic, scored, not voting)" in r.getMessage() for r in caplog.records)
     namespace: dict = {}
-    exec(result.code, namespace)  # noqa: S102 (the test's own programs)
+    exec(result.code, namespace)
     assert [namespace["double"](x) for x in (-3, 0, 5)] == [-6, 0, 10]
     assert [namespace["square"](x) for x in (-3, 0, 5)] == [9, 0, 25]
     note = next(n for n in result.trace.notes if n.startswith("the mosaic (double of draft 1, square of draft 3)"))
@@ -2224,15 +2228,8 @@ async def test_a_mosaic_passing_no_more_tests_than_the_voted_program_is_not_chos
     # the voted draft computes it, and one check no draft passes.
     tests = SHAPES_TESTS.replace("assert square(3) == 9\n    assert square(2) == 4", "assert square(3) == 109") + \
         "\n\ndef test_never():\n    assert double(1) + square(1) == 0\n"
-    drafts = SHAPES_DRAFTS
-    llm = ScriptedLLM(rules=[
-        {"match": r"\[rcp:tests\]", "replies": [fence(tests)]},
-        {"match": r"\[rcp:code\]", "replies": [fence(c) for c in drafts]}])
-    solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 4, "max_depth": 0,
-                                                                          "max_retries": 0}))
-    with caplog.at_level(logging.DEBUG, logger="rcp.solver"):
-        result, _ = await solve(solver, root(SHAPES_TASK))
-    assert result.code.strip() == drafts[0].strip(), result.trace.notes
+    result, _ = await solve_shapes(settings, caplog, tests)
+    assert result.code.strip() == SHAPES_DRAFTS[0].strip(), result.trace.notes
     # Nor is it a program of later votes, where it would win on agreement alone (what it is made to maximise).
     assert not any("program (the mosaic" in r.getMessage() for r in caplog.records)
     assert any(n.startswith("the mosaic (double of draft 1, square of draft 3): not chosen") and
