@@ -22,13 +22,14 @@ import functools
 import json
 import logging
 import os
+import random
 import re
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=BaseModel)
+R = TypeVar("R")
 
 
 class ChatMessage(BaseModel):
@@ -67,6 +69,14 @@ class CallStats(BaseModel):
     temperature: float = 0.0
     ok: bool = True
     finish: str = "stop"  # "length" at max_tokens, "enough" when the caller's predicate ended it, "abandoned"
+    together: int = 1  # replies generated in the same decode steps (rcp.batched); seconds are the group's share
+
+
+class Replied(NamedTuple):
+    """One reply of ``LLM.chat_many`` and its call's stats (None when the backend recorded none)."""
+
+    text: str
+    stats: CallStats | None
 
 
 Messages = Sequence[ChatMessage | dict[str, str]]
@@ -105,6 +115,17 @@ class LLM(ABC):
         (tokens after that are time other work waits for)."""
         gen = await self._timed("chat", _as_messages(messages), max_tokens, temperature, None, enough)
         return gen.text
+
+    async def chat_many(self, asks: Sequence[tuple[Messages, float | None]], *, max_tokens: int | None = None,
+                        enough: Enough | None = None) -> list[Replied]:
+        """Replies to several chats, each at its temperature (None: the default). A backend that can generates
+        them together (``LlamaCppLLM``: one decode step feeds every reply, see ``rcp.batched``); this default asks
+        one after another. Every reply is a call in ``calls``."""
+        replies = []
+        for messages, temperature in asks:
+            text = await self.chat(messages, max_tokens=max_tokens, temperature=temperature, enough=enough)
+            replies.append(Replied(text, self.calls[-1] if self.calls else None))
+        return replies
 
     async def structured(self, messages: Messages, schema: type[T], *, max_tokens: int | None = None,
                          temperature: float | None = None) -> T:
@@ -178,6 +199,12 @@ class ScriptedLLM(LLM):
         self.rules = parsed
         self._used = [0] * len(parsed)
         self.prompts: list[list[ChatMessage]] = []
+        self.together: list[int] = []  # the number of asks of each chat_many call
+
+    async def chat_many(self, asks: Sequence[tuple[Messages, float | None]], *, max_tokens: int | None = None,
+                        enough: Enough | None = None) -> list[Replied]:
+        self.together.append(len(asks))
+        return await super().chat_many(asks, max_tokens=max_tokens, enough=enough)
 
     @classmethod
     def from_file(cls, path: Path) -> ScriptedLLM:
@@ -313,10 +340,15 @@ def _load_llama(path: Path, n_threads: int, n_ctx: int, seed: int | None) -> Any
     import llama_cpp
     from llama_cpp import Llama
 
+    from rcp import batched
+
     lib = llama_cpp.llama_cpp
     no_extra_buffers = _builds_amx()
     with _LOAD_LOCK:
         default_params = lib.llama_model_default_params
+        default_context = lib.llama_context_default_params
+        # Room for chat_many's sequences (rcp.batched); Llama() exposes no n_seq_max for a generating context.
+        lib.llama_context_default_params = batched.context_params(default_context)
         if no_extra_buffers:
             # Llama() exposes no flag for llama_model_params.use_extra_bufts, and AMX's buffer is one of
             # those "extra" buffer types, so the defaults are patched for the duration of this load only.
@@ -333,6 +365,7 @@ def _load_llama(path: Path, n_threads: int, n_ctx: int, seed: int | None) -> Any
                          seed=llama_cpp.LLAMA_DEFAULT_SEED if seed is None else seed, verbose=False)
         finally:
             lib.llama_model_default_params = default_params
+            lib.llama_context_default_params = default_context
 
 
 class LlamaCppLLM(LLM):
@@ -344,7 +377,8 @@ class LlamaCppLLM(LLM):
     """
 
     def __init__(self, llama: Any, path: Path, *, max_tokens: int, temperature: float,
-                 slots: HostSlots | None = None, n_threads: int = 1, n_threads_max: int = 1) -> None:
+                 slots: HostSlots | None = None, n_threads: int = 1, n_threads_max: int = 1,
+                 seed: int | None = None) -> None:
         super().__init__(path.stem, max_tokens=max_tokens, temperature=temperature)
         self._slots = slots  # host-wide generation limit shared with the other nodes (rcp.slots)
         self.n_threads = n_threads  # threads per held slot
@@ -355,6 +389,8 @@ class LlamaCppLLM(LLM):
         self._llama: Any = llama
         self._lock = asyncio.Lock()
         self._grammars: dict[str, dict[str, Any]] = {}  # schema JSON -> checked grammar schema
+        self._formatter: Any = None  # the chat template, for chat_many's prompts
+        self._rng = random.Random(seed)  # seeds of chat_many's samplers
 
     @classmethod
     async def create(cls, path: Path | str, *, n_threads: int = 2, n_ctx: int = 4096, max_tokens: int = 1024,
@@ -381,7 +417,7 @@ class LlamaCppLLM(LLM):
         logger.info("loaded %s in %.1f s (%d threads, %d-token context)", path.name, time.perf_counter() - started,
                     n_threads, n_ctx)
         return cls(llama, path, max_tokens=max_tokens, temperature=temperature, slots=slots, n_threads=n_threads,
-                   n_threads_max=n_threads_max or os.cpu_count() or 1)
+                   n_threads_max=n_threads_max or os.cpu_count() or 1, seed=seed)
 
     def _checked_grammar(self, json_schema: dict[str, Any]) -> dict[str, Any]:
         """The grammar schema for ``json_schema``, proven to convert and to parse in llama.cpp; cached."""
@@ -407,18 +443,88 @@ class LlamaCppLLM(LLM):
         return prepared
 
     async def _generate(self, messages, *, max_tokens, temperature, json_schema, enough=None) -> Generation:
+        kwargs: dict[str, Any] = {}
+        if json_schema is not None:
+            if self._llama is None:
+                raise RuntimeError(f"{self.name} is closed")
+            kwargs["response_format"] = {"type": "json_object", "schema": self._checked_grammar(json_schema)}
+        return await self._locked(functools.partial(
+            self._complete, self._stream, messages=[m.model_dump() for m in messages], max_tokens=max_tokens,
+            temperature=temperature, enough=enough, **kwargs))
+
+    async def chat_many(self, asks: Sequence[tuple[Messages, float | None]], *, max_tokens: int | None = None,
+                        enough: Enough | None = None) -> list[Replied]:
+        """The replies generated together (``rcp.batched``), in groups of up to ``batched.MAX_SEQUENCES`` whose
+        prompts and ``max_tokens`` each fit the context. Each reply is recorded as a call with its group's wall
+        time shared out, so the calls' seconds still add up to the time spent."""
+        if len(asks) < 2:
+            return await super().chat_many(asks, max_tokens=max_tokens, enough=enough)
+        max_tokens = max_tokens or self.max_tokens
+        chats = [(_as_messages(m), self.temperature if t is None else t) for m, t in asks]
+        replies: list[Replied] = []
+        for group in await self._locked(functools.partial(self._groups, chats, max_tokens)):
+            started = time.perf_counter()
+            out = await self._locked(functools.partial(
+                self._complete, self._together, prompts=[p for p, _ in group], temperatures=[t for _, t in group],
+                max_tokens=max_tokens, enough=enough))
+            seconds = (time.perf_counter() - started) / len(out)
+            for (_, temperature), reply in zip(group, out, strict=True):
+                stats = CallStats(kind="chat", prompt_tokens=reply.prompt_tokens,
+                                  completion_tokens=reply.completion_tokens, seconds=seconds,
+                                  temperature=temperature, finish=reply.finish, together=len(out))
+                self.calls.append(stats)
+                replies.append(Replied(reply.text, stats))
+            logger.debug("%d chats together: %s tokens in %.1f s", len(out),
+                         "+".join(str(r.completion_tokens) for r in out), seconds * len(out))
+        return replies
+
+    def _groups(self, chats: list[tuple[list[ChatMessage], float]], max_tokens: int, *,
+                llama: Any, stop: threading.Event) -> list[list[tuple[list[int], float]]]:
+        """The chats' prompts as tokens, in groups that ``rcp.batched.generate`` can take."""
+        from rcp import batched
+
+        groups: list[list[tuple[list[int], float]]] = []
+        for messages, temperature in chats:
+            tokens = self._prompt_tokens(llama, messages)
+            group = groups[-1] if groups else []
+            distinct = {tuple(p) for p, _ in group} | {tuple(tokens)}
+            if not group or len(group) >= batched.MAX_SEQUENCES or \
+                    not batched.fits([len(p) for p in distinct], len(group) + 1, max_tokens, self.n_ctx):
+                if not batched.fits([len(tokens)], 1, 0, self.n_ctx):
+                    raise ModelOutputError(f"prompt does not fit the model's context: {len(tokens)} tokens "
+                                           f"(N_CTX = {self.n_ctx})")
+                groups.append(group := [])
+            group.append((tokens, temperature))
+        return groups
+
+    def _prompt_tokens(self, llama: Any, messages: list[ChatMessage]) -> list[int]:
+        """A chat as the tokens llama-cpp-python's chat completion would decode (the GGUF's chat template)."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        if self._formatter is None:
+            eos, bos = llama.token_eos(), llama.token_bos()
+            self._formatter = Jinja2ChatFormatter(
+                template=llama.metadata["tokenizer.chat_template"],
+                eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
+                bos_token=llama._model.token_get_text(bos) if bos != -1 else "")
+        result = self._formatter(messages=[m.model_dump() for m in messages])
+        return llama.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+
+    def _together(self, llama: Any, stop: threading.Event, **kwargs: Any) -> list[Any]:
+        from rcp import batched
+
+        return batched.generate(llama, stop=stop, seed=self._rng.randrange(2**31), **kwargs)
+
+    async def _locked(self, call: Callable[..., R]) -> R:
+        """``call(llama=..., stop=...)`` in a worker thread, one at a time on this model; a cancelled caller returns
+        at once and ``stop`` is set, so the generation ends at its next token."""
         await self._lock.acquire()
         stop = threading.Event()  # set when the caller gives up: the generation ends at its next token
         try:
             llama = self._llama  # read under the lock: close() may have freed it while this call queued
             if llama is None:
                 raise RuntimeError(f"{self.name} is closed")
-            kwargs: dict[str, Any] = {}
-            if json_schema is not None:
-                kwargs["response_format"] = {"type": "json_object", "schema": self._checked_grammar(json_schema)}
-            call = functools.partial(self._complete, llama, stop, messages=[m.model_dump() for m in messages],
-                                     max_tokens=max_tokens, temperature=temperature, enough=enough, **kwargs)
-            job = asyncio.get_running_loop().run_in_executor(None, call)
+            job = asyncio.get_running_loop().run_in_executor(None, functools.partial(call, llama=llama, stop=stop))
         except BaseException:
             self._lock.release()
             raise
@@ -439,16 +545,16 @@ class LlamaCppLLM(LLM):
         except RuntimeError as e:  # llama_decode failed: memory or a broken model, not the prompt's fault
             raise InfrastructureError(f"llama.cpp failed while generating with {self.name}: {e}") from e
 
-    def _complete(self, llama: Any, stop: threading.Event, **kwargs: Any) -> Generation:
-        """The blocking generation, in a worker thread, holding a host-wide slot while it runs."""
+    def _complete(self, run: Callable[..., R], *, llama: Any, stop: threading.Event, **kwargs: Any) -> R:
+        """The blocking generation ``run``, in a worker thread, holding a host-wide slot while it runs."""
         if self._slots is None:
-            return self._stream(llama, stop, **kwargs)
+            return run(llama, stop, **kwargs)
         extra = widened_slots(self.n_threads, self.n_threads_max) - 1  # slots beyond the first widening may take
         with self._slots.hold(extra=extra, stop=stop) as held:
             if held.waited > 1.0:
                 logger.debug("waited %.1f s for a generation slot", held.waited)
             self._use_threads(llama, min(self.n_threads_max, held.slots * self.n_threads))
-            return self._stream(llama, stop, **kwargs)
+            return run(llama, stop, **kwargs)
 
     def _stream(self, llama: Any, stop: threading.Event, *, enough: Enough | None = None,
                 **kwargs: Any) -> Generation:

@@ -125,6 +125,13 @@ async def test_scripted_records_prompts_and_stats():
     assert llm.total_tokens == sum(c.prompt_tokens + c.completion_tokens for c in llm.calls) > 0
 
 
+async def test_chat_many_asks_one_after_another_by_default_each_reply_with_its_calls_stats():
+    llm = ScriptedLLM([{"match": "a", "replies": ["A"]}, {"match": "b", "replies": ["B"]}])
+    replies = await llm.chat_many([(user("a"), None), (user("b"), 0.9)])
+    assert [r.text for r in replies] == ["A", "B"] and llm.together == [2]
+    assert [r.stats for r in replies] == llm.calls and [c.temperature for c in llm.calls] == [llm.temperature, 0.9]
+
+
 async def test_scripted_dict_replies_are_sent_as_json():
     llm = ScriptedLLM(replies=[{"reason": "one function", "action": "direct"}])
     assert json.loads(await llm.chat(user("x"))) == {"reason": "one function", "action": "direct"}
@@ -367,6 +374,31 @@ async def test_real_model_chat_returns_text_and_records_stats(small_model):
     stats = small_model.calls[-1]
     assert stats.kind == "chat" and stats.prompt_tokens > 10 and 0 < stats.completion_tokens <= 32
     assert stats.seconds > 0
+
+
+@pytest.mark.model
+@pytest.mark.asyncio(loop_scope="module")
+async def test_real_model_writes_several_replies_together(small_model):
+    """chat_many (rcp.batched): a prompt shared by three replies is decoded once; distinct prompts in one group
+    are each answered; the context is left as an ordinary call needs it."""
+    ask = user("Write a Python function that returns the square of x.")
+    greedy = await small_model.chat(ask)
+    before = len(small_model.calls)
+    replies = await small_model.chat_many([(ask, 0.0), (ask, 1.0), (ask, 1.0)], max_tokens=48)
+    stats = small_model.calls[before:]
+    assert [r.stats for r in replies] == stats and [s.together for s in stats] == [3, 3, 3]
+    assert all(r.text.strip() for r in replies) and all(0 < s.completion_tokens <= 48 for s in stats)
+    assert stats[0].prompt_tokens > 10 and stats[1].prompt_tokens == stats[2].prompt_tokens == 0
+    assert await small_model.chat(ask) == greedy, "after chat_many an ordinary call reads its prompt again"
+    fruits = await small_model.chat_many([(user("Reply with the single word: apple"), 0.0),
+                                          (user("Reply with the single word: banana"), 0.0)], max_tokens=8)
+    assert "apple" in fruits[0].text.lower() and "banana" in fruits[1].text.lower()
+    lines = await small_model.chat_many([(ask, 0.0), (ask, 1.0)], enough=lambda text: True)
+    assert all(r.stats.finish == "enough" and "\n" in r.text and "\n" not in r.text.rstrip() for r in lines)
+    # Groups of at most batched.MAX_SEQUENCES replies whose prompt and max_tokens each fit the context (2048).
+    before = len(small_model.calls)
+    await small_model.chat_many([(user("Say hi."), 0.0)] * 5, max_tokens=600)
+    assert [s.together for s in small_model.calls[before:]] == [3, 3, 3, 2, 2]
 
 
 @pytest.mark.model

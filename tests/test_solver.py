@@ -1102,6 +1102,25 @@ VOWELS_3 = "def count_vowels(s):\n    n = 0\n    for c in s:\n        if c.lower
            "    return n\n"
 
 
+VOWEL_TASK = ("Write a Python module solution.py with this function.\n\n"
+              "- `count_vowels(s: str) -> int`: how many characters of `s` are vowels (aeiou, in any case).")
+
+
+@pytest.mark.parametrize("timeout, together", [(600.0, [3]), (200.0, [])])
+async def test_a_whole_tasks_drafts_are_written_together_while_there_is_time_for_all(settings, timeout, together):
+    llm = ScriptedLLM(rules=[{"match": r"\[rcp:tests\]", "replies": [fence(VOWEL_TESTS)]},
+                             {"match": r"\[rcp:code\]", "replies": [fence(VOWELS_2), fence(VOWELS), fence(VOWELS_3)]}])
+    solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 3, "max_depth": 0}))
+    result, events = await solve(solver, root(VOWEL_TASK, timeout_s=timeout))
+    assert llm.together == together  # with less than TOGETHER_MIN_S left, one at a time (a deadline cuts one)
+    assert (events[[e.message for e in events].index("drafts 1-3: written together")].kind == EventKind.ATTEMPT) \
+        if together else not any("together" in e.message for e in events)
+    # Every draft is run and voted on either way; all three pass, so the vote chooses among them.
+    assert result.solved and result.trace.attempts == 3 and len(prompts_with(llm, "rcp:code")) == 3
+    assert any(n.startswith("3 of 3 drafts passed the tests") for n in result.trace.notes)
+    assert result.trace.llm_calls == 1 + 3 + sum(1 for p in llm.prompts if "Errors to check" in p[-1].content)
+
+
 async def test_drafts_that_agree_against_a_check_drop_it_without_asking_the_model(settings):
     rules = vowel_rules("code")  # a review would uphold the wrong check: voting must not need one
     rules[2] = {"match": r"\[rcp:code\]", "replies": [fence(VOWELS), fence(VOWELS_2), fence(VOWELS_2)]}
