@@ -6,7 +6,8 @@ Backends implement only ``_generate``:
 
 * ``LlamaCppLLM``: llama-cpp-python on a local GGUF. The blocking call runs in a worker thread, so the
   process's event loop keeps serving heartbeats and RPC; one generation at a time per loaded model.
-  Structured calls pass the pydantic JSON schema to llama.cpp's grammar-constrained decoding.
+  Structured calls pass the pydantic JSON schema to llama.cpp's grammar-constrained decoding. ``chat_many``
+  generates several replies together (``rcp.batched``); other backends answer them one after another.
   ``grammar_schema`` rewrites a pydantic schema into the subset llama-cpp-python's converter handles.
 * ``ScriptedLLM``: canned replies for tests and for swarm tests that exercise the protocol, selected by
   ``LLM_BACKEND = "scripted"``. It records every prompt it was asked.
