@@ -468,15 +468,17 @@ class LlamaCppLLM(LLM):
             out = await self._locked(functools.partial(
                 self._complete, self._together, prompts=[p for p, _ in group], temperatures=[t for _, t in group],
                 max_tokens=max_tokens, enough=enough))
-            seconds = (time.perf_counter() - started) / len(out)
+            wall = time.perf_counter() - started
             for (_, temperature), reply in zip(group, out, strict=True):
                 stats = CallStats(kind="chat", prompt_tokens=reply.prompt_tokens,
-                                  completion_tokens=reply.completion_tokens, seconds=seconds,
+                                  completion_tokens=reply.completion_tokens, seconds=wall / len(out),
                                   temperature=temperature, finish=reply.finish, together=len(out))
                 self.calls.append(stats)
                 replies.append(Replied(reply.text, stats))
-            logger.debug("%d chats together: %s tokens in %.1f s", len(out),
-                         "+".join(str(r.completion_tokens) for r in out), seconds * len(out))
+                # As _timed logs a call (bench.swarm reads these lines), with the time the reply was generated in.
+                logger.debug("chat call: %d+%d tokens in %.1f s (%d together)%s", stats.prompt_tokens,
+                             stats.completion_tokens, wall, len(out),
+                             "" if stats.finish == "stop" else f" ({stats.finish})")
         return replies
 
     def _groups(self, chats: list[tuple[list[ChatMessage], float]], max_tokens: int, *,

@@ -193,10 +193,15 @@ def test_parse_generations_from_node_log():
     log = ("2026-01-02 03:04:05,000 INFO rcp.node: solving x\n"
            "2026-01-02 03:04:15,500 DEBUG rcp.llm: waited 2.0 s for a generation slot\n"
            "2026-01-02 03:04:20,000 DEBUG rcp.llm: chat call: 300+120 tokens in 6.0 s\n"
-           "2026-01-02 03:04:30,000 DEBUG rcp.llm: structured call: 200+40 tokens in 3.0 s\n")
-    a, b = parse_generations(log, "node-0")
+           "2026-01-02 03:04:30,000 DEBUG rcp.llm: structured call: 200+40 tokens in 3.0 s\n"
+           "2026-01-02 03:05:30,000 DEBUG rcp.llm: chat call: 250+300 tokens in 50.0 s (2 together)\n"
+           "2026-01-02 03:05:30,000 DEBUG rcp.llm: chat call: 0+90 tokens in 50.0 s (2 together) (enough)\n")
+    a, b, c, d = parse_generations(log, "node-0")
     assert (a.prompt_tokens, a.completion_tokens, round(a.end - a.start, 3)) == (300, 120, 4.0)
     assert (b.completion_tokens, round(b.end - b.start, 3)) == (40, 3.0)
+    # Replies written together (LlamaCppLLM.chat_many): each over the group's time, their tokens counted once each.
+    assert [(g.prompt_tokens, g.completion_tokens, round(g.end - g.start, 3)) for g in (c, d)] == [
+        (250, 300, 50.0), (0, 90, 50.0)]
 
 
 def test_merge_later_rows_win_and_summaries_follow():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from enum import StrEnum
@@ -378,15 +379,21 @@ async def test_real_model_chat_returns_text_and_records_stats(small_model):
 
 @pytest.mark.model
 @pytest.mark.asyncio(loop_scope="module")
-async def test_real_model_writes_several_replies_together(small_model):
+async def test_real_model_writes_several_replies_together(small_model, caplog):
     """chat_many (rcp.batched): a prompt shared by three replies is decoded once; distinct prompts in one group
     are each answered; the context is left as an ordinary call needs it."""
     ask = user("Write a Python function that returns the square of x.")
     greedy = await small_model.chat(ask)
     before = len(small_model.calls)
-    replies = await small_model.chat_many([(ask, 0.0), (ask, 1.0), (ask, 1.0)], max_tokens=48)
+    with caplog.at_level(logging.DEBUG, logger="rcp.llm"):
+        replies = await small_model.chat_many([(ask, 0.0), (ask, 1.0), (ask, 1.0)], max_tokens=48)
     stats = small_model.calls[before:]
     assert [r.stats for r in replies] == stats and [s.together for s in stats] == [3, 3, 3]
+    # Each reply logged as a call (what bench.swarm reads), over the group's whole time.
+    logged = [m for r in caplog.records if (m := re.match(r"chat call: (\d+)\+(\d+) tokens in ([\d.]+) s \(3 together",
+                                                          r.getMessage()))]
+    assert [(int(m[1]), int(m[2])) for m in logged] == [(s.prompt_tokens, s.completion_tokens) for s in stats]
+    assert all(abs(float(m[3]) - 3 * stats[0].seconds) <= 0.051 for m in logged)
     assert all(r.text.strip() for r in replies) and all(0 < s.completion_tokens <= 48 for s in stats)
     assert stats[0].prompt_tokens > 10 and stats[1].prompt_tokens == stats[2].prompt_tokens == 0
     assert await small_model.chat(ask) == greedy, "after chat_many an ordinary call reads its prompt again"
