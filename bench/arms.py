@@ -77,6 +77,14 @@ class TimedLlamaCppLLM(LlamaCppLLM):
         self.generations.append(Generation("local", start, time.time(), gen.prompt_tokens, gen.completion_tokens))
         return gen
 
+    def _together(self, llama: Any, stop: threading.Event, **kwargs: Any) -> list[Any]:
+        """Replies written together (``chat_many``): each over the group's whole interval."""
+        start = time.time()
+        replies = super()._together(llama, stop, **kwargs)
+        end = time.time()
+        self.generations += [Generation("local", start, end, r.prompt_tokens, r.completion_tokens) for r in replies]
+        return replies
+
 
 @dataclass
 class TimedSandbox(Sandbox):

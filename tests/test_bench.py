@@ -329,3 +329,28 @@ async def test_revote_makes_the_mosaic_the_solver_would_make_of_a_task_of_functi
     assert vote.chosen == 0 and vote.mosaic is not None and vote.mosaic.picks == {"double": 0, "square": 2}
     assert (vote.mosaic.passed, vote.mosaic.chosen_passed) == (2, 1) and vote.mosaic.chosen
     assert "return 2 * x" in vote.mosaic.code and "return x * x\n" in vote.mosaic.code
+
+
+def test_the_node_arm_records_each_reply_written_together_over_the_groups_time(monkeypatch):
+    """TimedLlamaCppLLM: chat_many's groups (rcp.batched.generate, faked here: the recording is under test)."""
+    import threading
+    import time
+    from pathlib import Path
+
+    from bench.arms import TimedLlamaCppLLM
+    from rcp import batched
+
+    class Context:
+        def n_ctx(self) -> int:
+            return 4096
+
+    def generate(llama, prompts, temperatures, **kwargs):
+        time.sleep(0.05)
+        return [batched.Reply("x", 10 if i == 0 else 0, 5 + i, "stop") for i in range(len(prompts))]
+
+    monkeypatch.setattr(batched, "generate", generate)
+    llm = TimedLlamaCppLLM(Context(), Path("m.gguf"), max_tokens=64, temperature=0.2)
+    llm._together(Context(), threading.Event(), prompts=[[1], [1]], temperatures=[0.2, 0.8], max_tokens=64)
+    assert [(g.prompt_tokens, g.completion_tokens) for g in llm.generations] == [(10, 5), (0, 6)]
+    (start, end), = {(g.start, g.end) for g in llm.generations}
+    assert end - start >= 0.05
