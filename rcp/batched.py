@@ -68,7 +68,7 @@ class _Sequence:
         self.pos = pos  # the position of its next token
         self.sampler = sampler
         self.prompt_tokens = prompt_tokens
-        self.logits = -1  # index of its logits in the last decoded batch
+        self.logits = -1  # index of its logits in the last decoded batch (-1: its last output)
         self.out = bytearray()
         self.tokens = 0
         self.finish = ""
@@ -100,7 +100,6 @@ def generate(llama: Any, prompts: Sequence[Sequence[int]], temperatures: Sequenc
             if key in first_of:  # the same prompt: share its cells
                 lib.llama_memory_seq_cp(mem, first_of[key].seq_id, s, -1, -1)
                 seq = _Sequence(s, len(prompt), sampler, 0)
-                seq.logits = first_of[key].logits
             else:
                 seq = _Sequence(s, len(prompt), sampler, len(prompt))
                 for start in range(0, len(prompt), n_batch):
@@ -111,7 +110,6 @@ def generate(llama: Any, prompts: Sequence[Sequence[int]], temperatures: Sequenc
                         batch.seq_id[i][0] = s
                         batch.logits[i] = start + i == len(prompt) - 1
                     _decode(lib, ctx, batch)
-                seq.logits = -1  # the last output of the latest decode
                 first_of[key] = seq
             seqs.append(seq)
         # A prompt decoded before another's was decoded has lost its logits (each decode replaces them): sample

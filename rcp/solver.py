@@ -1613,6 +1613,13 @@ class Solver:
         or None and what to tell the model about its unusable reply."""
         try:
             reply = await self._chat(t, messages, temperature=temperature, enough=code_written)
+        except ModelOutputError as e:
+            return None, self._unusable(t, attempt, e)
+        return self._code_of(t, attempt, reply, onto)
+
+    def _code_of(self, t: _Task, attempt: int, reply: str, onto: str = "") -> tuple[str | None, str]:
+        """``_write``'s module of a reply, or None and what to tell the model about the reply."""
+        try:
             code = self._module_of(t, reply)
             if onto:
                 code = self._merge_fix(t.spec, onto, code, prefer_fix=True, contracts=())
@@ -1639,8 +1646,7 @@ class Solver:
         asks = asks[:max(1, t.calls_left)]
         for _ in asks:
             self._take(t)
-        for messages, _ in asks[:1]:
-            logger.debug("task %s asks (%d drafts together):\n%s", t.spec.task_id, len(asks), messages[-1].content)
+        logger.debug("task %s asks (%d drafts together):\n%s", t.spec.task_id, len(asks), asks[0][0][-1].content)
         self._event(t, EventKind.ATTEMPT, f"drafts 1-{len(asks)}: written together")
         try:
             replies = await self.llm.chat_many(asks, enough=code_written)
@@ -1651,10 +1657,7 @@ class Solver:
             if reply.stats is not None:
                 t.trace.tokens += reply.stats.prompt_tokens + reply.stats.completion_tokens
             logger.debug("task %s got:\n%s", t.spec.task_id, reply.text)
-            try:
-                out.append((self._module_of(t, reply.text), ""))
-            except (ModelOutputError, AssemblyError) as e:
-                out.append((None, self._unusable(t, n, e)))
+            out.append(self._code_of(t, n, reply.text))
         return out
 
     def _module_of(self, t: _Task, reply: str, contracts: Sequence[Contract] = ()) -> str:
