@@ -78,7 +78,8 @@ def generate(llama: Any, prompts: Sequence[Sequence[int]], temperatures: Sequenc
              enough: Callable[[str], bool] | None = None, stop: threading.Event | None = None,
              seed: int | None = None) -> list[Reply]:
     """One reply per prompt (token lists, chat template applied), generated together; at most ``MAX_SEQUENCES``
-    prompts, which with ``max_tokens`` each must fit the context (``fits``)."""
+    prompts. Replies end at ``max_tokens``, or sooner where the context cells their prompts leave run out (shared
+    evenly; ``fits`` says when they need not)."""
     import llama_cpp
 
     lib = llama_cpp.llama_cpp
@@ -115,6 +116,8 @@ def generate(llama: Any, prompts: Sequence[Sequence[int]], temperatures: Sequenc
         # A prompt decoded before another's was decoded has lost its logits (each decode replaces them): sample
         # its first token again from a decode of its last prompt token alone.
         _refresh_first(lib, ctx, mem, batch, seqs, first_of, prompts)
+        # As llama-cpp-python caps one reply at the cells its prompt leaves, the replies share what is left.
+        limit = min(max_tokens, (llama.n_ctx() - sum(map(len, first_of))) // len(seqs))
         live = list(seqs)
         while live:
             stepped = []
@@ -128,7 +131,7 @@ def generate(llama: Any, prompts: Sequence[Sequence[int]], temperatures: Sequenc
                     text = _piece(lib, vocab, token)
                     seq.out += text
                     seq.tokens += 1
-                    if seq.tokens >= max_tokens:
+                    if seq.tokens >= limit:
                         seq.finish = "length"
                     elif enough is not None and b"\n" in text and enough(seq.out.decode("utf-8", errors="replace")):
                         seq.finish = "enough"

@@ -410,6 +410,19 @@ async def test_real_model_writes_several_replies_together(small_model, caplog):
 
 @pytest.mark.model
 @pytest.mark.asyncio(loop_scope="module")
+async def test_real_model_replies_together_end_where_a_long_prompt_leaves_no_room(small_model):
+    """A prompt that leaves fewer cells than max_tokens: each reply ends there ("length"), as one chat call's would,
+    instead of llama_decode failing on a full context (2048 cells here)."""
+    ask = user("Ignore these words: " + "apple " * 1800 + "\nNow count from 1 to 500, one number per line.")
+    replies = await small_model.chat_many([(ask, 0.0), (ask, 0.0)], max_tokens=600)
+    assert [r.stats.together for r in replies] == [1, 1]  # prompt + 600 tokens fit once, not twice
+    room = [2048 - r.stats.prompt_tokens for r in replies]
+    assert all(0 < r <= 300 for r in room) and [r.stats.finish for r in replies] == ["length", "length"]
+    assert [r.stats.completion_tokens for r in replies] == room
+
+
+@pytest.mark.model
+@pytest.mark.asyncio(loop_scope="module")
 async def test_real_model_keeps_the_event_loop_responsive(small_model):
     """Heartbeats and RPC share the loop with generation, so the loop must tick while the model works."""
     ticks: list[float] = []
