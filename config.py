@@ -44,7 +44,8 @@ MAX_RETRIES = 3  # extra attempts after generated code fails its tests (a whole 
 # tests run as probes that record what each program gives, and the program the drafts agree with most is the best:
 # its one failing function is retried (a whole task's retries are otherwise new drafts), and it is the result if
 # nothing passes (or a mosaic of each function from the program agreed with most on it, if that passes more).
-# A whole task's drafts are generated together (one decode step feeds all: ~1.6x the tokens/s of one on 2 cores).
+# A whole task's drafts are generated together (one decode step feeds all: ~1.6x the tokens/s of one on 2 cores),
+# and so are its retries' new drafts (the first retry to need one writes one for each retry left).
 DRAFTS = 3  # 1 = one first attempt, no voting; each extra draft costs one more LLM call per leaf
 # 1.5B Q4_K_M makes ~12.6 tokens/s alone here, but six nodes share two cores (~2-4 tokens/s each while all
 # generate), and a leaf may take 4 attempts of ~500 tokens plus sandbox runs: 60 s would cut off real work.

@@ -28,7 +28,8 @@ The loop (issue 5):
    fed back, up to ``MAX_RETRIES`` more attempts. When the failing tests call only one of the module's functions,
    a retry asks for that function alone and merges it in (``one_failing_function``): what passed stays, and the
    reply is a few lines instead of a module. A retry that returns the same program is not run again, and
-   the next one is sampled hotter (at a low temperature the same prompt gives the same code).
+   the next one is sampled hotter (at a low temperature the same prompt gives the same code). A whole task's
+   retries are new drafts instead (unless one function is fixed), written together as its first drafts are.
 5. **Integrate**: the parts are assembled by ``rcp.assemble`` (no model involved), glue is asked for when the
    parent's own contract is not among the parts, and every part's contract tests plus the parent's own contract
    tests run together in one fresh sandbox run. A failure confined to one part's tests re-solves that part with
@@ -1218,7 +1219,9 @@ class Solver:
         last_fails = {f.source: f.message for f in self._failed_asserts(t, cand)}
         repeats = 0
         first_retry = t.trace.attempts + 1
-        for attempt in range(first_retry, first_retry + self.settings.max_retries):
+        last_retry = first_retry + self.settings.max_retries - 1
+        ahead: list[tuple[str | None, str]] = []  # new drafts written together and not taken yet (see _redraft)
+        for attempt in range(first_retry, last_retry + 1):
             t.trace.attempts += 1
             # Failures confined to one function of a module whose other functions pass: only that function is
             # asked for and merged in, so what passed cannot break, and the reply is a few lines, not a module.
@@ -1228,7 +1231,7 @@ class Solver:
             # 91d95f5..af4b611), 12 of 14 first retries of a whole module repeated the code shown, each a call of
             # 48-80 s, and the new drafts after two of them solved bank.py. A one-function fix is still asked.
             if (repeats or focus is None) and self._plain_drafts(t):
-                run = await self._redraft(t, attempt, tests, tried)
+                run = await self._redraft(t, attempt, tests, tried, ahead, last_retry)
                 if run is None:
                     continue
                 if run.passed_all:
@@ -1289,21 +1292,38 @@ class Solver:
                                                           "checks", attempt=attempt)
                     if cand.passed_all:
                         return cand
+        for code, _ in ahead:  # written together with a new draft taken, then not needed: still a vote more each
+            t.trace.attempts += 1
+            run = await self._new_draft(t, t.trace.attempts, code, tests, tried)
+            if run is not None and run.passed_all:
+                return run
         t.last_failure = failure
         await self._vote(t)
         return t.best
 
-    async def _redraft(self, t: _Task, attempt: int, tests: str,
-                       tried: dict[str, tuple[_Candidate, str]]) -> _Candidate | None:
+    async def _redraft(self, t: _Task, attempt: int, tests: str, tried: dict[str, tuple[_Candidate, str]],
+                       ahead: list[tuple[str | None, str]], last: int) -> _Candidate | None:
         """A new draft (the hot plain ask, a vote more) in place of a retry of a whole task's module: the model
         rarely acts on the failure it is shown (see _execute). Its run, or the earlier run of the same code; None
         when its reply is unusable or breaks what the task names.
 
         Measured on the 1.5B (bench at dac64d8): 4 of 5 retries of `intervals` and `romans` repeated earlier code,
         136 s of `romans`' 600 s, while a second round's drafts of `intervals` passed 7 and 8 of 9 hidden tests
-        where its first round's and its retry passed 2 or 3."""
+        where its first round's and its retry passed 2 or 3.
+
+        The new drafts of attempts ``attempt``..``last`` are written together when one is first needed, as the
+        first drafts are (``_written_together``), and kept in ``ahead``: they are the same ask, so a later retry
+        taking this path takes the next one written; _execute runs those no retry took after its last retry."""
         messages, temperature = self._draft_asks(t, tests)[-1]
-        code, _ = await self._write(t, attempt, messages, temperature)
+        if not ahead:
+            ahead.extend(await self._written_together(t, [(messages, temperature)] * (last - attempt + 1),
+                                                      first=attempt))
+        code, _ = ahead.pop(0) if ahead else await self._write(t, attempt, messages, temperature)
+        return await self._new_draft(t, attempt, code, tests, tried)
+
+    async def _new_draft(self, t: _Task, attempt: int, code: str | None, tests: str,
+                         tried: dict[str, tuple[_Candidate, str]]) -> _Candidate | None:
+        """``_redraft``'s run of a new draft's ``code`` (None: its reply was unusable)."""
         if code is None:
             return None
         key = code_key(code)
@@ -1631,13 +1651,13 @@ class Solver:
         self._event(t, EventKind.ATTEMPT, f"attempt {attempt}: unusable reply: {e}", attempt=attempt)
         return f"Your reply could not be used: {e}. Reply with one ```python block."
 
-    async def _written_together(self, t: _Task, asks: list[tuple[list[ChatMessage], float | None]]
-                                ) -> list[tuple[str | None, str]]:
+    async def _written_together(self, t: _Task, asks: list[tuple[list[ChatMessage], float | None]], *,
+                                first: int = 1) -> list[tuple[str | None, str]]:
         """A whole task's plain drafts written in one go (``LLM.chat_many``: on llama.cpp, one decode step feeds
         every draft; see ``rcp.batched`` for the measured speed), as ``_write`` makes each; [] when they are
         written one at a time instead: when a first draft passing its tests would end the drafts (a part's drafts,
         a task without fuzz calls: see _more_drafts), or with too little time left for all of them, which end
-        together.
+        together. ``first``: the attempt number of the first ask (the first drafts', or a retry's new drafts).
 
         Measured on the 1.5B, 2 cores, the dateutils task asked plainly: three replies (425, 938 and 833 tokens)
         in 145.7 s together against ~205 s one after another."""
@@ -1647,13 +1667,16 @@ class Solver:
         for _ in asks:
             self._take(t)
         logger.debug("task %s asks (%d drafts together):\n%s", t.spec.task_id, len(asks), asks[0][0][-1].content)
-        self._event(t, EventKind.ATTEMPT, f"drafts 1-{len(asks)}: written together")
+        numbers = range(first, first + len(asks))
+        span = f"{numbers[0]}-{numbers[-1]}"
+        self._event(t, EventKind.ATTEMPT, f"drafts {span}: written together" if first == 1 else
+                    f"attempts {span}: new drafts written together")
         try:
             replies = await self.llm.chat_many(asks, enough=code_written)
         except ModelOutputError as e:
-            return [(None, self._unusable(t, n, e)) for n in range(1, len(asks) + 1)]
+            return [(None, self._unusable(t, n, e)) for n in numbers]
         out: list[tuple[str | None, str]] = []
-        for n, reply in enumerate(replies, 1):
+        for n, reply in zip(numbers, replies, strict=True):
             if reply.stats is not None:
                 t.trace.tokens += reply.stats.prompt_tokens + reply.stats.completion_tokens
             logger.debug("task %s got:\n%s", t.spec.task_id, reply.text)

@@ -1121,6 +1121,54 @@ async def test_a_whole_tasks_drafts_are_written_together_while_there_is_time_for
     assert result.trace.llm_calls == 1 + 3 + sum(1 for p in llm.prompts if "Errors to check" in p[-1].content)
 
 
+FG_LIST_TASK = ("Write a Python module solution.py with these functions.\n\n- `f(x: int) -> int`: returns x.\n"
+                "- `g(x: int) -> int`: returns 2 * x.")  # typed, so it has fuzz calls (as a whole task's drafts need)
+FG_TESTS = ("from solution import f, g\n\n\ndef test_f():\n    assert f(1) == 1\n    assert f(3) == 3\n\n\n"
+            "def test_g():\n    assert g(2) == 4\n    assert g(5) == 10\n")
+
+
+def fg(f: str, g: str) -> str:
+    return fence(f"def f(x):\n    return {f}\n\n\ndef g(x):\n    return {g}\n")
+
+
+def fg_rules(code_replies: list[str], fixes: list[str]) -> list[dict]:
+    return [{"match": r"\[rcp:tests\]", "replies": [fence(FG_TESTS)]},
+            {"match": r"\[rcp:review\]", "replies": [{"reason": "as the task says", "wrong": "code"}]},
+            *([{"match": r"These tests of `g` fail", "replies": fixes}] if fixes else []),
+            {"match": r"\[rcp:code\]", "replies": code_replies}]
+
+
+FG_WRONG_DRAFTS = [fg("x + 1", "x * 3"), fg("0", "0"), fg("-x", "x")]  # each fails f and g, no two alike
+
+
+async def test_a_whole_tasks_new_drafts_are_written_together_and_taken_by_the_retries_in_turn(settings):
+    llm = ScriptedLLM(rules=fg_rules([*FG_WRONG_DRAFTS, FG_WRONG_DRAFTS[1], fence(FG[0]), fg("x", "x + 2")], []))
+    solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 3, "max_retries": 3,
+                                                                          "max_depth": 0}))
+    result, events = await solve(solver, root(FG_LIST_TASK, timeout_s=600.0))
+    assert llm.together == [3, 3]  # the first drafts, then the three retries' new drafts in one go
+    attempts = [e.message for e in events if e.kind == EventKind.ATTEMPT]
+    assert "attempts 4-6: new drafts written together" in attempts
+    assert "attempt 4: a new draft, the same code as an earlier attempt" in attempts
+    assert "attempt 5: a new draft, 6 lines" in attempts
+    assert result.solved and result.code.strip() == FG[0].strip() and result.trace.attempts == 5
+    assert len(prompts_with(llm, "[rcp:code]")) == 6  # the third new draft was written, and not needed
+
+
+async def test_new_drafts_written_together_that_no_retry_took_still_run_and_vote(settings):
+    # Attempt 4's new draft mends f: the retries after it fix g alone (one-function fixes, both wrong), and the
+    # two new drafts written with it are run after the last retry: the second of them is right.
+    llm = ScriptedLLM(rules=fg_rules([*FG_WRONG_DRAFTS, fg("x", "x + 2"), fg("x", "x"), fence(FG[1])],
+                                     [fence("def g(x):\n    return x - 1\n"), fence("def g(x):\n    return 4\n")]))
+    solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 3, "max_retries": 3,
+                                                                          "max_depth": 0}))
+    result, events = await solve(solver, root(FG_LIST_TASK, timeout_s=600.0))
+    assert llm.together == [3, 3] and len(prompts_with(llm, "These tests of `g` fail")) == 2
+    attempts = [e.message for e in events if e.kind == EventKind.ATTEMPT]
+    assert attempts.index("attempt 7: a new draft, 6 lines") < attempts.index("attempt 8: a new draft, 6 lines")
+    assert result.solved and result.code.strip() == FG[1].strip() and result.trace.attempts == 8
+
+
 async def test_drafts_that_agree_against_a_check_drop_it_without_asking_the_model(settings):
     rules = vowel_rules("code")  # a review would uphold the wrong check: voting must not need one
     rules[2] = {"match": r"\[rcp:code\]", "replies": [fence(VOWELS), fence(VOWELS_2), fence(VOWELS_2)]}
