@@ -22,14 +22,15 @@ The loop (issue 5):
    Without a delegate the parts are solved by this solver, in this process.
 4. **Execute** a leaf: tests come from the contract (plus generated ones when the contract's are thin, or only
    generated ones for a task without contract: one ask per function the task names, and per class with its
-   methods, when it names several (``test_groups``); else one ask, and when that never uses some function the
-   task names, tests of those alone are asked for next). The first attempt is ``DRAFTS`` programs (voting, below), each
-   checked against the contract's signature and run with pytest in the sandbox; the chosen draft's failure is
-   fed back, up to ``MAX_RETRIES`` more attempts. When the failing tests call only one of the module's functions,
-   a retry asks for that function alone and merges it in (``one_failing_function``): what passed stays, and the
-   reply is a few lines instead of a module. A retry that returns the same program is not run again, and
-   the next one is sampled hotter (at a low temperature the same prompt gives the same code). A whole task's
-   retries are new drafts instead (unless one function is fixed), written together as its first drafts are.
+   methods, when it names several (``test_groups``; the asks written together); else one ask, and when that never
+   uses some function the task names, tests of those alone are asked for next). The first attempt is ``DRAFTS``
+   programs (voting, below), each checked against the contract's signature and run with pytest in the sandbox;
+   the chosen draft's failure is fed back, up to ``MAX_RETRIES`` more attempts. When the failing tests call only
+   one of the module's functions, a retry asks for that function alone and merges it in
+   (``one_failing_function``): what passed stays, and the reply is a few lines instead of a module. A retry that
+   returns the same program is not run again, and the next one is sampled hotter (at a low temperature the same
+   prompt gives the same code). A whole task's retries are new drafts instead (unless one function is fixed),
+   written together as its first drafts are.
 5. **Integrate**: the parts are assembled by ``rcp.assemble`` (no model involved), glue is asked for when the
    parent's own contract is not among the parts, and every part's contract tests plus the parent's own contract
    tests run together in one fresh sandbox run. A failure confined to one part's tests re-solves that part with
@@ -1062,17 +1063,30 @@ class Solver:
 
     async def _tests_by_name(self, t: _Task, base: str, groups: list[tuple[str, bool]]) -> str:
         """``base`` plus one generated test function for each (name, is a class) of ``groups``, each its own ask
-        (``prompts.tests_of``), asked again once with the error when its reply is unusable."""
+        (``prompts.tests_of``), asked again once with the error when its reply is unusable. The first asks are
+        written together (``LLM.chat_many``), one at a time when the model could not answer them together."""
         spec = t.spec
         tests = base
-        for name, is_class in groups:
+        max_tokens, enough = min(NAME_TESTS_TOKENS, self.llm.max_tokens), asserts_written(NAME_CHECKS)
+        first: list[str] = []  # the replies to the first asks, written together
+        if len(together := groups[:t.calls_left]) > 1:
+            self._event(t, EventKind.TESTS, f"writing tests of {', '.join(name for name, _ in together)} together")
+            try:
+                first = await self._chat_many(t, [(prompts.tests_of(spec, name, is_class), None)
+                                                  for name, is_class in together],
+                                              max_tokens=max_tokens, enough=enough)
+            except ModelOutputError as e:
+                t.trace.notes.append(f"tests written together: {e}")
+        for i, (name, is_class) in enumerate(groups):
             error = ""
-            for _ in range(TEST_ASKS):
-                self._event(t, EventKind.TESTS, f"writing tests of {name}" + (f" again: {error}" if error else ""))
+            for ask in range(TEST_ASKS):
+                written = first[i] if not ask and i < len(first) else None
+                if written is None:
+                    self._event(t, EventKind.TESTS, f"writing tests of {name}" + (f" again: {error}" if error else ""))
                 try:
-                    reply = await self._chat(t, prompts.tests_of(spec, name, is_class, error=error),
-                                             max_tokens=min(NAME_TESTS_TOKENS, self.llm.max_tokens),
-                                             enough=asserts_written(NAME_CHECKS))
+                    reply = written if written is not None else \
+                        await self._chat(t, prompts.tests_of(spec, name, is_class, error=error),
+                                         max_tokens=max_tokens, enough=enough)
                     gen = cap_checks(self._tests_of(t, reply)[0], NAME_CHECKS)
                     if not references(gen, name):
                         raise ModelOutputError(f"the test never uses {name}")
@@ -1664,24 +1678,15 @@ class Solver:
         if not (self._plain_drafts(t) and self._more_drafts(t)) or len(asks) < 2 or t.remaining() < TOGETHER_MIN_S:
             return []
         asks = asks[:max(1, t.calls_left)]
-        for _ in asks:
-            self._take(t)
-        logger.debug("task %s asks (%d drafts together):\n%s", t.spec.task_id, len(asks), asks[0][0][-1].content)
         numbers = range(first, first + len(asks))
         span = f"{numbers[0]}-{numbers[-1]}"
         self._event(t, EventKind.ATTEMPT, f"drafts {span}: written together" if first == 1 else
                     f"attempts {span}: new drafts written together")
         try:
-            replies = await self.llm.chat_many(asks, enough=code_written)
+            replies = await self._chat_many(t, asks, enough=code_written)
         except ModelOutputError as e:
             return [(None, self._unusable(t, n, e)) for n in numbers]
-        out: list[tuple[str | None, str]] = []
-        for n, reply in zip(numbers, replies, strict=True):
-            if reply.stats is not None:
-                t.trace.tokens += reply.stats.prompt_tokens + reply.stats.completion_tokens
-            logger.debug("task %s got:\n%s", t.spec.task_id, reply.text)
-            out.append(self._code_of(t, n, reply.text))
-        return out
+        return [self._code_of(t, n, reply) for n, reply in zip(numbers, replies, strict=True)]
 
     def _module_of(self, t: _Task, reply: str, contracts: Sequence[Contract] = ()) -> str:
         """The module in a code reply, cleaned; a built-in exception's name is kept if the task or a part has it."""
@@ -2152,6 +2157,20 @@ class Solver:
             self._account(t, before)
         logger.debug("task %s got:\n%s", t.spec.task_id, reply)
         return reply
+
+    async def _chat_many(self, t: _Task, asks: list[tuple[list[ChatMessage], float | None]], *,
+                         max_tokens: int | None = None, enough: Enough | None = None) -> list[str]:
+        """``_chat`` for several asks written together (``LLM.chat_many``), each a call of the task's budget."""
+        for _ in asks:
+            self._take(t)
+        logger.debug("task %s asks (%d together):\n%s", t.spec.task_id, len(asks),
+                     "\n---\n".join(dict.fromkeys(messages[-1].content for messages, _ in asks)))
+        replies = await self.llm.chat_many(asks, max_tokens=max_tokens, enough=enough)
+        for reply in replies:
+            if reply.stats is not None:
+                t.trace.tokens += reply.stats.prompt_tokens + reply.stats.completion_tokens
+            logger.debug("task %s got:\n%s", t.spec.task_id, reply.text)
+        return [reply.text for reply in replies]
 
     async def _structured(self, t: _Task, messages: list[ChatMessage], schema: type[M],
                           max_tokens: int | None = None) -> M:

@@ -1146,7 +1146,7 @@ async def test_a_whole_tasks_new_drafts_are_written_together_and_taken_by_the_re
     solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 3, "max_retries": 3,
                                                                           "max_depth": 0}))
     result, events = await solve(solver, root(FG_LIST_TASK, timeout_s=600.0))
-    assert llm.together == [3, 3]  # the first drafts, then the three retries' new drafts in one go
+    assert llm.together == [2, 3, 3]  # tests of f and g, the first drafts, then the 3 retries' new drafts
     attempts = [e.message for e in events if e.kind == EventKind.ATTEMPT]
     assert "attempts 4-6: new drafts written together" in attempts
     assert "attempt 4: a new draft, the same code as an earlier attempt" in attempts
@@ -1163,7 +1163,7 @@ async def test_new_drafts_written_together_that_no_retry_took_still_run_and_vote
     solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"drafts": 3, "max_retries": 3,
                                                                           "max_depth": 0}))
     result, events = await solve(solver, root(FG_LIST_TASK, timeout_s=600.0))
-    assert llm.together == [3, 3] and len(prompts_with(llm, "These tests of `g` fail")) == 2
+    assert llm.together == [2, 3, 3] and len(prompts_with(llm, "These tests of `g` fail")) == 2
     attempts = [e.message for e in events if e.kind == EventKind.ATTEMPT]
     assert attempts.index("attempt 7: a new draft, 6 lines") < attempts.index("attempt 8: a new draft, 6 lines")
     assert result.solved and result.code.strip() == FG[1].strip() and result.trace.attempts == 8
@@ -2104,13 +2104,20 @@ async def test_each_function_of_a_module_gets_its_own_test_ask(settings):
         {"match": r"\[rcp:tests\][\s\S]*Write only `test_half`", "replies": ["I cannot.", fence(other)]},
         {"match": r"\[rcp:code\]", "replies": [fence("def double(x):\n    return 2 * x\n\n\ndef half(x):\n"
                                                       "    return x / 2\n")]}])
-    result, _ = await solve(Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"max_depth": 0})),
-                            root(task))
+    result, events = await solve(Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"max_depth": 0})),
+                                 root(task))
     assert result.solved and "def test_double" in result.tests and "def test_half" in result.tests
     assert "assert double(2) == 4" in result.tests  # the task's example stays
     asks = prompts_with(llm, "[rcp:tests]")
     assert len(asks) == 3 and "could not be used" in asks[2] and "Write only `test_half`" in asks[2]
     assert "tests of half: reply has no ```python block" in " ".join(result.trace.notes)
+    # The first asks are written together (one decode step feeds both on llama.cpp); an unusable one is asked again
+    # alone, with what was wrong.
+    assert llm.together == [2] and result.trace.llm_calls == 4
+    assert [e.message for e in events if e.kind == EventKind.TESTS][:2] == [
+        "writing tests of double, half together",
+        "writing tests of half again: reply has no ```python block with pytest tests (a block has a syntax error: "
+        "line 1: invalid syntax)"]
 
 
 async def test_a_reply_ends_once_it_holds_what_is_kept_of_it(settings):
