@@ -710,7 +710,6 @@ class _Task:
     tests: str | None = None  # the leaf's tests, made once
     last_failure: str = ""
     stop: str = ""  # why work stopped early, for the verdict
-    direct_tried: bool = False
     rounds: int = 0  # direct attempts (``Solver._execute``) made
     dropped: int = 0  # test checks judged wrong and removed from the leaf's tests
     plan_tests: str = ""  # the plan's part tests that use other parts: run at integration
@@ -727,6 +726,10 @@ class _Task:
 
     def remaining(self) -> float:
         return self.deadline - asyncio.get_running_loop().time()
+
+    @property
+    def direct_tried(self) -> bool:
+        return self.rounds > 0
 
     def program(self, code: str, is_draft: bool, label: str) -> None:
         """Records a program for the vote, once; its code goes to the node's DEBUG log (with the tests it was
@@ -881,9 +884,9 @@ class Solver:
     def _split_blocker(self, t: _Task) -> tuple[str, float]:
         """Why this task is not split now ('' when it may be), and the time left from which it is tried directly
         again instead: a whole task that is one class, or one with fewer than DIRECT_ROUNDS failed direct rounds,
-        with AGAIN_SHARE of its time; a whole task whose parts would
-        get too little time, while PART_CALLS calls fit (a draft cut off by the deadline costs nothing: after a
-        vote only a solution replaces the best). A part, or a depth or call limit, ends the task with what it has."""
+        with AGAIN_SHARE of its time; a whole task whose parts would get too little time, while PART_CALLS calls
+        fit (a draft cut off by the deadline costs nothing: after a vote only a solution replaces the best). A
+        part, or a depth or call limit, ends the task with what it has."""
         # A single function is not split: measured on the 1.5B, a failed word_count(text) was "decomposed" into a
         # re-plan of its siblings (the root task is in its mission context), spending 13 calls and 380 s for nothing.
         if t.spec.contract is not None and t.spec.contract.kind == "function":
@@ -907,10 +910,10 @@ class Solver:
         parts = min(self.settings.max_subtasks, max(2, named))  # the plan's size is not known yet
         short = self._parts_short(t, parts, plan_first=True)
         # A whole task whose parts would get their time is still not split after its first failed direct round: a
-        # second round comes first. Measured on the 1.5B
-        # (bench at 2bea722, 600 s): with drafts, new drafts and tests written together a round ended in 126-164 s,
-        # and the split that followed returned calc.py passing 4/8 hidden tests where direct rounds had passed 8/8
-        # (at 1ac5b42), and textstats.py "solved" on its parts' contract tests, 7/9, with 242 s unused.
+        # second round comes first. Measured on the 1.5B (bench at 2bea722, 600 s): with drafts, new drafts and
+        # tests written together a round ended in 126-206 s, and the split that followed returned calc.py passing
+        # 4/8 hidden tests where direct rounds had passed 8/8 (at 1ac5b42), and textstats.py "solved" on its
+        # parts' contract tests, 7/9, with 242 s unused.
         if not short and t.spec.contract is None and 0 < t.rounds < DIRECT_ROUNDS:
             return (f"{t.rounds} failed direct round(s): a whole task is split after {DIRECT_ROUNDS}",
                     AGAIN_SHARE * t.spec.timeout_s)
@@ -1229,7 +1232,6 @@ class Solver:
         return named_in_task(t.spec.goal) if t.spec.contract is None else []
 
     async def _execute(self, t: _Task) -> _Candidate | None:
-        t.direct_tried = True
         t.rounds += 1
         spec = t.spec
         tests = await self._leaf_tests(t)
