@@ -32,6 +32,11 @@ UNTYPED = (0, 1, 2, 3, -1, "a")
 DATES = tuple(datetime.date(2024, 2, 26) + datetime.timedelta(days=k) for k in range(0, 21)) + (
     datetime.date(2023, 12, 31), datetime.date(2024, 1, 1))
 DATE_TYPES = ("date", "datetime.date")
+# Text where word and sentence rules part: an apostrophe, hyphens, digits against letters, runs of mixed marks, a
+# piece without letters, case and whitespace. Measured on the 1.5B (textstats.py, bench at 725f8c3): 10 of 11
+# programs counted words with the task's `re.findall(r"[a-z]+", ...)`, one with `r"\b[a-z]+\b"`; no string of the
+# pool above ("Hello, world!" and the like) told them apart, and the vote returned the one (7/9 hidden tests).
+TEXTS = ("It's a well-known rule: 3rd-party code2go", "Wow!! Really?! ok... 42.", "  MiXeD\tcase\nLines ")
 CASES = 24  # call sequences of a class (or calls of each function)
 STEPS = 8  # method calls per sequence
 MAX_DEPTH = 3
@@ -52,9 +57,9 @@ def signatures(task: str) -> list[ast.FunctionDef]:
 
 
 def quoted_strings(task: str) -> list[str]:
-    """Short string literals the task quotes (``"2023-02-30"``), plus a few plain ones."""
+    """Short string literals the task quotes (``"2023-02-30"``), plus a few plain ones and ``TEXTS``."""
     found = re.findall(r'"([^"`\n]{0,40})"', task) + re.findall(r"'([^'`\n]{0,40})'", task)
-    return list(dict.fromkeys(["", "a", "ab c", "Hello, world!", *found]))
+    return list(dict.fromkeys(["", "a", "ab c", "Hello, world!", *TEXTS, *found]))
 
 
 class _Inputs:

@@ -46,7 +46,7 @@ def test_one_class_gets_sequences_of_method_calls_on_one_object():
                 key, value = (ast.literal_eval(a) for a in call.args)
                 assert isinstance(key, str) and isinstance(value, int)
     # Strings come from a small pool that holds the strings the task quotes.
-    assert fuzz.quoted_strings(CACHE_TASK) == ["", "a", "ab c", "Hello, world!", "apple"]
+    assert fuzz.quoted_strings(CACHE_TASK) == ["", "a", "ab c", "Hello, world!", *fuzz.TEXTS, "apple"]
 
 
 def test_functions_get_calls_typed_by_their_annotations_and_the_same_seed_gives_the_same_calls():
@@ -81,6 +81,17 @@ async def test_the_calls_run_as_probes_and_tell_drafts_apart():
     seen = await probe.observe(LocalPytestSandbox(), "spans", [right, right, wrong], probes, timeout=60)
     scores = probe.agreement(seen, probes.positions)
     # Random spans include start > end, where the two programs differ: the majority's program scores higher.
+    assert scores[0] == scores[1] > scores[2]
+
+
+async def test_text_calls_tell_word_rules_apart():
+    task = 'Write words.py:\n\n- `word_count(text: str) -> int`: words are `re.findall(r"[a-z]+", text.lower())`.\n'
+    right = "import re\n\ndef word_count(text):\n    return len(re.findall(r'[a-z]+', text.lower()))\n"
+    wrong = "import re\n\ndef word_count(text):\n    return len(re.findall(r'\\b[a-z]+\\b', text.lower()))\n"
+    probes = probe.probes(fuzz.calls(task, "words"), ["word_count"])
+    seen = await probe.observe(LocalPytestSandbox(), "words", [right, right, wrong], probes, timeout=60)
+    scores = probe.agreement(seen, probes.positions)
+    # "3rd" and "code2go" hold 1 and 2 words to the task's rule, none to a rule of whole words: the majority wins.
     assert scores[0] == scores[1] > scores[2]
 
 
