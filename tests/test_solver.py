@@ -312,14 +312,15 @@ async def test_direct_fails_then_decompose_children_integrate(settings):
     assert "def test_add" in result.tests and "def test_mul" in result.tests
     t = result.trace
     assert t.decision == "decompose" and t.reason.startswith("as needed")
-    # Two direct rounds (two attempts each) failed before the split (DIRECT_ROUNDS).
-    assert t.attempts == 4 and len(t.children) == 2 and all(c.solved for c in t.children)
+    # Three direct rounds (two attempts each) failed before the split (DIRECT_ROUNDS).
+    assert t.attempts == 6 and len(t.children) == 2 and all(c.solved for c in t.children)
     # The planner saw why the direct attempt failed.
     assert "assert mul(2, 3) == 6, got 5" in prompts_with(llm, "[rcp:plan]")[0]
     kinds = events_of(events, result.task_id)
     assert kinds[:2] == ["accepted", "decided"] and kinds[-3:] == ["integrating", "tested", "result"]
     assert [e.message for e in events if e.task_id == result.task_id and e.kind == EventKind.DECIDED][1:] == [
-        "direct again: not split (1 failed direct round(s): a whole task is split after 2)",
+        "direct again: not split (1 failed direct round(s): a whole task is split after 3)",
+        "direct again: not split (2 failed direct round(s): a whole task is split after 3)",
         "decompose: the direct attempt failed its tests"]
     assert "planned" in kinds
     # The integration run holds both parts and both parts' tests.
@@ -1418,10 +1419,11 @@ async def test_a_failed_decomposition_with_time_left_is_followed_by_more_direct_
         {"match": r"\[rcp:plan\]", "replies": [{"parts": "no"}]},
         {"match": r"\[rcp:review\]", "replies": [{"reason": "title case is Ann", "wrong": "code"}]},
         {"match": r"\[rcp:tests\]", "replies": [fence(tests)]},
-        # The two direct rounds before a split (DIRECT_ROUNDS: a draft and a retry each) are wrong; the round after
-        # the failed split is right.
+        # The three direct rounds before a split (DIRECT_ROUNDS: a draft and a retry each) are wrong; the round
+        # after the failed split is right.
         {"match": r"\[rcp:code\]", "replies": [fence(wrong.replace("upper", u)) for u in
-                                               ("upper", "swapcase", "lower", "casefold")] + [fence(ACCT_A)]}])
+                                               ("upper", "swapcase", "lower", "casefold", "strip", "rstrip")] +
+         [fence(ACCT_A)]}])
     solver = Solver(llm, LocalPytestSandbox(), settings.model_copy(update={"max_retries": 1, "max_depth": 1}))
     result, events = await solve(solver, root(ACCT_TASK))
     assert result.solved and result.code.strip() == ACCT_A.strip(), result.verdict
