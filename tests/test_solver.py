@@ -328,6 +328,34 @@ async def test_direct_fails_then_decompose_children_integrate(settings):
     assert "def add" in last.code and "def mul" in last.code and "test_add" in last.tests and "test_mul" in last.tests
 
 
+async def test_a_plan_check_the_tasks_drafts_refute_is_dropped_and_the_part_held_to_its_own_tests(settings):
+    # The plan gets add's only example wrong; both drafts of the whole task agree add(2, 3) is 5 (and crash on mul,
+    # which is why the task was split). A part cannot drop its contract's only check, even on a review agreeing it
+    # is wrong, so without this the add part is rejected however right it is, and the module is never solved.
+    drafts = [ADD + "def mul(a, b):\n    raise NotImplementedError\n",
+              "def add(a, b):\n    return b + a\n\n\ndef mul(a, b):\n    raise NotImplementedError('later')\n"]
+    wrong_add = "from arith import add\n\ndef test_add():\n    assert add(2, 3) == 6\n"
+    plan = {"parts": [{**ARITH_PLAN["parts"][0], "tests": wrong_add}, ARITH_PLAN["parts"][1]]}
+    llm = ScriptedLLM(rules=arith_rules(decide="direct", plan=[plan], extra=[
+        {"match": r"\[rcp:tests\][\s\S]*Your part: def add", "replies": [fence(ADD_TESTS)]},
+        {"match": r"\[rcp:review\]", "replies": [{"reason": "2 + 3 is 5", "wrong": "test"}]},
+        {"match": r"\[rcp:integrate\]", "replies": [fence(ADD + MUL)]},
+        {"match": r"\[rcp:code\](?![\s\S]*Your part)", "replies": [fence(c) for c in drafts]}]))  # the whole task
+    sandbox = LocalPytestSandbox()
+    solver = Solver(llm, sandbox, settings.model_copy(update={"drafts": 2}))
+    result, events = await solve(solver, root(ARITH))
+    assert result.trace.decision == "decompose" and result.solved and "return a * b" in result.code
+    assert "part add: dropped 1 check(s) of the plan that the task's 2 drafts refute: assert add(2, 3) == 6" \
+        in result.trace.notes
+    # The mul part's example stands: the drafts crash there, which refutes nothing.
+    assert not any(n.startswith("part mul: dropped") for n in result.trace.notes)
+    assert "add(2, 3) == 6" not in result.tests and "assert add(2, 3) == 5" in result.tests
+    assert not any(e.kind == EventKind.REJECTED for e in events)
+    # The parent re-ran the tests the add part wrote, as its contract had none left.
+    assert any("def test_add" in r.tests and "def add" in r.code and "def mul" not in r.code and
+               "add(2, 3) == 6" not in r.tests for r in sandbox.runs)
+
+
 async def test_events_are_in_a_sensible_order(settings):
     llm = ScriptedLLM.from_file(SCRIPTS / "delegate.json")
     result, events = await solve(Solver(llm, FakeSandbox(rule=arith_correct), settings), root(ARITH))
