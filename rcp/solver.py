@@ -16,7 +16,9 @@ The loop (issue 5):
    the model ran together or cut off are repaired first (``rcp.assemble.repair_tests``). A split is started only
    if each part gets at least ``MIN_PART_SHARE`` of the task's time and, sharing this host's generation slots,
    the model time of ``PART_CALLS`` calls (``Solver._parts_short``); a whole task that cannot afford its split
-   is tried directly again instead.
+   is tried directly again instead. A plan's check the task's own drafts refute (none passes it, most agree on
+   another value) is dropped before the parts start (``Solver._without_refuted``); a part left with none writes
+   its own tests, and the parent holds it to those.
 3. **Delegate** the parts concurrently (bounded by a semaphore, under a ``TaskGroup`` so cancelling ``solve``
    cancels them). A delegate that raises means the swarm gave up on peers: the part is solved here (FALLBACK).
    Without a delegate the parts are solved by this solver, in this process.
