@@ -351,7 +351,10 @@ async def test_a_plan_check_the_tasks_drafts_refute_is_dropped_and_the_part_held
     assert not any(n.startswith("part mul: dropped") for n in result.trace.notes)
     assert "add(2, 3) == 6" not in result.tests and "assert add(2, 3) == 5" in result.tests
     assert not any(e.kind == EventKind.REJECTED for e in events)
-    # The parent re-ran the tests the add part wrote, as its contract had none left.
+    # The add part, with no check left, asked for tests of add alone (its module has a sibling it must not test) ...
+    asks = prompts_with(llm, "[rcp:tests]", "Your part: def add")
+    assert asks and all("Write only `test_add`" in a for a in asks)
+    # ... and the parent re-ran the tests it wrote, as its contract had none left.
     assert any("def test_add" in r.tests and "def add" in r.code and "def mul" not in r.code and
                "add(2, 3) == 6" not in r.tests for r in sandbox.runs)
 
