@@ -1370,6 +1370,19 @@ def assert_sources(tests: str) -> set[str]:
     return {ln.strip() for ln in tests.splitlines() if ln.strip().startswith("assert ")} | blocks - {""}
 
 
+def check_sources(tests: str) -> dict[int, str]:
+    """The checks of ``tests`` by their first line, each source as ``failed_asserts`` gives it: an assert's first
+    line, a ``with pytest.raises`` block whole (the call it expects to raise is in its body)."""
+    lines = tests.splitlines()
+    found = {}
+    for n in ast.walk(_parse_or_empty(tests)):
+        if isinstance(n, ast.Assert):
+            found[n.lineno] = lines[n.lineno - 1].strip()
+        elif _is_raises_block(n):
+            found[n.lineno] = textwrap.dedent(ast.get_source_segment(tests, n, padded=True) or "").strip()
+    return found
+
+
 def code_key(code: str) -> str:
     """What two listings share when they are the same program: the syntax tree without docstrings, so comments,
     layout and docstring wording do not count (text with blank space collapsed, for code that does not parse)."""

@@ -127,6 +127,7 @@ from rcp.assemble import (
     cap_checks,
     cap_raises,
     check_signature,
+    check_sources,
     clauses,
     clean_module,
     code_key,
@@ -1845,18 +1846,18 @@ class Solver:
             if found is not None:
                 checks, seen = found
                 ran = sum(1 for o in seen if not o.error)
-                source = c.tests.splitlines()
+                source = check_sources(c.tests)
                 refuted = {line for line, k in checks.items()
                            if not any(o.at(k.pos) in k.holds for o in seen)
                            and probe.agreed_against(seen, k, errors) >= max(2, ran / 2)
-                           and source[line - 1].strip() not in trusted
-                           and not states_error(t.spec.root_task, source[line - 1].strip())}
+                           and source.get(line, "") not in trusted
+                           and not states_error(t.spec.root_task, source.get(line, ""))}
                 if refuted:
                     tests = drop_asserts(c.tests, refuted)
                     tests = tests if count_checks(tests) else ""
                     t.trace.notes.append(f"part {c.name}: dropped {len(refuted)} check(s) of the plan that the "
                                          f"task's {len(seen)} drafts refute: " +
-                                         "; ".join(source[line - 1].strip() for line in sorted(refuted))[:300])
+                                         "; ".join(source.get(line, "") for line in sorted(refuted))[:300])
                     c = c.model_copy(update={"tests": tests})
             checked.append(c)
         return checked

@@ -359,6 +359,35 @@ async def test_a_plan_check_the_tasks_drafts_refute_is_dropped_and_the_part_held
                "add(2, 3) == 6" not in r.tests for r in sandbox.runs)
 
 
+async def test_refuted_plan_checks_spare_the_tasks_examples_and_stated_errors(settings):
+    """What _without_refuted weighs, on the task's own drafts (real pytest): both give add(-1, 1) == 0 and
+    add(2, 3) == 5. A check of a stated error is kept though both drafts fail it alike, as is the task's example."""
+    import asyncio
+
+    from rcp.records import Contract
+    from rcp.solver import _Task  # the bookkeeping itself: the plan step alone, without the rounds before it
+
+    task = ARITH + ".\n\n- `add(a, b)`: the sum; raises `ValueError` if `a` is negative, e.g. `add(1, 1) == 3`."
+    tests = ("import pytest\nfrom arith import add\n\ndef test_add():\n    assert add(2, 3) == 6\n"
+             "    assert add(1, 1) == 3\n    with pytest.raises(ValueError):\n        add(-1, 1)\n"
+             "    assert add(0, 0) == 0\n")
+    spec = root(task, module="arith")
+    loop = asyncio.get_running_loop()
+    t = _Task(spec=spec, emit=lambda e: None, trace=TraceNode(task_id="a", goal=task), started=loop.time(),
+              deadline=loop.time() + 60, calls_budget=9, calls_left=9)
+    t.program(ADD + MUL, True, "draft 1")
+    t.program("def add(a, b):\n    return b + a\n\n\ndef mul(a, b):\n    return b * a\n", True, "draft 2")
+    contract = Contract(name="add", kind="function", signature="def add(a, b):", behaviour="a + b", tests=tests)
+    [kept] = await Solver(ScriptedLLM(replies=["unused"]), LocalPytestSandbox(), settings)._without_refuted(
+        t, [contract])
+    assert "add(2, 3) == 6" not in kept.tests  # refuted: both drafts give 5
+    assert "assert add(1, 1) == 3" in kept.tests  # the task's own example: never dropped
+    assert "pytest.raises(ValueError)" in kept.tests and "add(-1, 1)" in kept.tests  # a stated error: kept
+    assert "assert add(0, 0) == 0" in kept.tests  # both drafts pass it
+    assert t.trace.notes == ["part add: dropped 1 check(s) of the plan that the task's 2 drafts refute: "
+                             "assert add(2, 3) == 6"]
+
+
 async def test_events_are_in_a_sensible_order(settings):
     llm = ScriptedLLM.from_file(SCRIPTS / "delegate.json")
     result, events = await solve(Solver(llm, FakeSandbox(rule=arith_correct), settings), root(ARITH))
