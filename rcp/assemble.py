@@ -657,8 +657,7 @@ def failed_asserts(output: str, test_file: str, tests: str = "") -> list[FailedA
         line = int(m.group(2))
         if line in blocks:
             block = blocks[line]
-            segment = ast.get_source_segment(tests, block, padded=True)
-            source = textwrap.dedent(segment).strip() if segment else source
+            source = _check_text(tests, block) or source
         out.append(FailedAssert(line, source, message))
     return out + _crashes(output, stem, tests)
 
@@ -687,7 +686,7 @@ def _crashes(output: str, stem: str, tests: str) -> list[FailedAssert]:
         if inside:
             node = max(inside, key=lambda c: c.lineno)
             line = node.lineno
-            source = textwrap.dedent(ast.get_source_segment(tests, node, padded=True) or source).strip()
+            source = _check_text(tests, node) or source
         if not source.startswith(("assert", "with pytest.raises(")):
             continue  # a crash in a test's setup line is not a check with an expected value
         out.append(FailedAssert(line, source, f"the call raised {error.group(1).strip()}", crashed=True))
@@ -1357,17 +1356,20 @@ def against_examples(tests: str, examples: str) -> list[tuple[int, str]]:
             continue
         want, example = found[1], stated[found[0]]
         if want[0] != example[0] or (want[0] == "value" and want[1] != example[1]):
-            source = textwrap.dedent(ast.get_source_segment(tests, node, padded=True) or "").strip()
-            out.append((node.lineno, source))
+            out.append((node.lineno, _check_text(tests, node)))
     return sorted(out)
 
 
 def assert_sources(tests: str) -> set[str]:
     """The source lines of the asserts in ``tests``, as pytest shows a failing one, and the source of each
     ``with pytest.raises`` block, as ``failed_asserts`` gives it."""
-    blocks = {textwrap.dedent(ast.get_source_segment(tests, n, padded=True) or "").strip()
-              for n in ast.walk(_parse_or_empty(tests)) if _is_raises_block(n)}
+    blocks = {_check_text(tests, n) for n in ast.walk(_parse_or_empty(tests)) if _is_raises_block(n)}
     return {ln.strip() for ln in tests.splitlines() if ln.strip().startswith("assert ")} | blocks - {""}
+
+
+def _check_text(tests: str, node: ast.AST) -> str:
+    """The source of ``node`` in ``tests``, dedented and stripped ("" when it has none)."""
+    return textwrap.dedent(ast.get_source_segment(tests, node, padded=True) or "").strip()
 
 
 def check_sources(tests: str) -> dict[int, str]:
@@ -1379,7 +1381,7 @@ def check_sources(tests: str) -> dict[int, str]:
         if isinstance(n, ast.Assert):
             found[n.lineno] = lines[n.lineno - 1].strip()
         elif _is_raises_block(n):
-            found[n.lineno] = textwrap.dedent(ast.get_source_segment(tests, n, padded=True) or "").strip()
+            found[n.lineno] = _check_text(tests, n)
     return found
 
 
