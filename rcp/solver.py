@@ -1841,12 +1841,11 @@ class Solver:
         errors = stated_exceptions(t.spec.root_task)
         checked = []
         for c in contracts:
-            lines = set(range(1, c.tests.count("\n") + 2))
-            found = await self._drafts_on(t, c.tests, lines)
+            source = check_sources(c.tests)
+            found = await self._drafts_on(t, c.tests, source.keys())
             if found is not None:
                 checks, seen = found
                 ran = sum(1 for o in seen if not o.error)
-                source = check_sources(c.tests)
                 refuted = {line for line, k in checks.items()
                            if not any(o.at(k.pos) in k.holds for o in seen)
                            and probe.agreed_against(seen, k, errors) >= max(2, ran / 2)
